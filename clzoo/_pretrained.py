@@ -1,0 +1,273 @@
+"""Where pretrained weights come from, and how they reach disk intact.
+
+Order of sources for `pretrained=True` (`resolve_weights`):
+  1. an explicit local file (`pretrained_cfg_overlay=dict(file=...)`), converted if foreign;
+  2. the entry's Hugging Face Hub id (already in timm layout), through huggingface_hub's cache;
+  3. the entry's official URL (or the same path under `CLZOO_MIRROR`), downloaded into
+     `CLZOO_HOME/downloads/` and converted once into `CLZOO_HOME/converted/*.safetensors`.
+`hf-hub:` and `local-dir:` model names are timm's own sources and are left to timm.
+
+Every file clzoo writes is written to a temp file and moved into place (`os.replace`), with a JSON
+sidecar recording its size and sha256; a cached file whose size or hash no longer matches is
+treated as absent and fetched (or converted) again. torch.hub's downloader is not used because it
+accepts a connection that closes early as a complete file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+from urllib.parse import urlsplit
+
+import torch
+from filelock import FileLock
+from safetensors.torch import save_file
+from timm.models._pretrained import PretrainedCfg
+
+from .convert import get_format, load_and_convert
+
+__all__ = ["get_cache_dir", "mirror_url", "download", "resolve_weights", "convert_file",
+           "DownloadError", "sha256_file"]
+
+_logger = logging.getLogger(__name__)
+_CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    pass
+
+
+def get_cache_dir(cache_dir: Optional[Union[str, Path]] = None) -> Path:
+    """`cache_dir`, else $CLZOO_HOME, else $XDG_CACHE_HOME/clzoo (~/.cache/clzoo)."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("CLZOO_HOME") or Path(
+            os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clzoo"
+    path = Path(cache_dir).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mirror_url(url: str) -> str:
+    """The URL to fetch: `url`, or the same path under $CLZOO_MIRROR (air-gapped clusters)."""
+    mirror = os.environ.get("CLZOO_MIRROR")
+    if not mirror:
+        return url
+    parts = urlsplit(url)
+    out = mirror.rstrip("/") + "/" + parts.path.lstrip("/")
+    return out + (f"?{parts.query}" if parts.query else "")
+
+
+def sha256_file(path: Union[str, Path]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_meta(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return json.loads(_meta_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _verified(path: Path, **expect: Any) -> bool:
+    """The cached file exists, matches its recorded size and sha256, and its metadata matches `expect`."""
+    meta = _read_meta(path)
+    if meta is None or not path.is_file():
+        return False
+    if any(meta.get(k) != v for k, v in expect.items()):
+        return False
+    if path.stat().st_size != meta.get("size"):
+        _logger.warning("%s has %d bytes, %s were recorded: fetching it again",
+                        path, path.stat().st_size, meta.get("size"))
+        return False
+    if sha256_file(path) != meta.get("sha256"):
+        _logger.warning("%s does not match its recorded sha256: fetching it again", path)
+        return False
+    return True
+
+
+def _fetch(url: str, dest: Path, progress: bool) -> str:
+    """Stream `url` into `dest` atomically; returns the sha256. Fails on a short or empty body."""
+    from tqdm.auto import tqdm
+
+    req = urllib.request.Request(url, headers={"User-Agent": "clzoo"})
+    try:
+        response = urllib.request.urlopen(req, timeout=60)
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"could not download {url}: {e}") from None
+    expected = response.headers.get("Content-Length")
+    expected = int(expected) if expected is not None else None
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    h, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as f, response, tqdm(
+                total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                disable=not progress) as bar:
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except Exception as e:  # http.client.IncompleteRead and socket errors
+                    raise DownloadError(f"download of {url} broke off after {size} bytes: {e}") from None
+                if not chunk:
+                    break
+                f.write(chunk)
+                h.update(chunk)
+                size += len(chunk)
+                bar.update(len(chunk))
+        if expected is not None and size != expected:
+            raise DownloadError(f"download of {url} is truncated: got {size} of {expected} bytes")
+        if size == 0:
+            raise DownloadError(f"download of {url} is empty")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return h.hexdigest()
+
+
+def download(url: str, cache_dir: Optional[Union[str, Path]] = None, progress: bool = True,
+             sha256: Optional[str] = None, retries: int = 2) -> Path:
+    """The official file at `url` in the local cache, downloaded (and verified) if needed.
+
+    The cache path mirrors the official URL (`downloads/<host>/<path>`), so a mirror and the
+    official server fill the same entry.
+    """
+    parts = urlsplit(url)
+    dest = get_cache_dir(cache_dir) / "downloads" / parts.netloc / parts.path.lstrip("/")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if _verified(dest, url=url) and (sha256 is None or _read_meta(dest)["sha256"] == sha256):
+            return dest
+        source = mirror_url(url)
+        last_error: Optional[Exception] = None
+        for attempt in range(retries + 1):
+            try:
+                digest = _fetch(source, dest, progress)
+            except DownloadError as e:
+                last_error = e
+                _logger.warning("%s (attempt %d of %d)", e, attempt + 1, retries + 1)
+                continue
+            if sha256 is not None and digest != sha256:
+                dest.unlink()
+                raise DownloadError(f"{source} has sha256 {digest}, expected {sha256}: the file is not "
+                                    "the official release (or the mirror serves another file)")
+            _write_json_atomic(_meta_path(dest), dict(url=url, source=source, size=dest.stat().st_size,
+                                                      sha256=digest))
+            return dest
+        raise DownloadError(f"{last_error}. Check the network, or set CLZOO_MIRROR to a mirror that serves "
+                            f"{parts.path}, or pass the file: pretrained_cfg_overlay=dict(file=PATH)")
+
+
+def _save_converted(state_dict: Dict[str, torch.Tensor], out: Path, **meta: Any) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        tensors = {k: v.detach().contiguous() for k, v in state_dict.items()}
+        save_file(tensors, tmp, metadata={"format": "pt", "converted_by": "clzoo",
+                                          "source_format": str(meta.get("format"))})
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _write_json_atomic(_meta_path(out), dict(meta, size=out.stat().st_size, sha256=sha256_file(out)))
+    return out
+
+
+def convert_file(source: Union[str, Path], fmt: str, out: Union[str, Path]) -> Path:
+    """Convert an official checkpoint file to a timm-layout safetensors file (what `clzoo convert` does)."""
+    source, out = Path(source), Path(out)
+    fmt_obj = get_format(fmt)
+    return _save_converted(load_and_convert(source, fmt_obj), out, format=fmt, format_version=fmt_obj.version,
+                           source=str(source))
+
+
+def _local_file_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def _is_timm_safetensors(path: Path) -> bool:
+    return path.suffix == ".safetensors"
+
+
+def _convert_cached(raw: Path, fmt: str, out: Path, **identity: Any) -> Path:
+    fmt_obj = get_format(fmt)
+    with FileLock(str(out) + ".lock"):
+        if _verified(out, format=fmt, format_version=fmt_obj.version, **identity):
+            return out
+        _logger.info("converting %s (%s format) to %s", raw, fmt, out)
+        return _save_converted(load_and_convert(raw, fmt_obj), out, format=fmt,
+                               format_version=fmt_obj.version, **identity)
+
+
+def resolve_weights(cfg: PretrainedCfg, weights_format: Optional[str], name: str,
+                    cache_dir: Optional[Union[str, Path]] = None, progress: bool = True) -> PretrainedCfg:
+    """`cfg` with `file` pointing at a timm-layout weight file for `name`, fetched/converted as needed."""
+    from ._registry import NoPretrainedWeightsError
+
+    if cfg.source in ("hf-hub", "local-dir") or cfg.state_dict is not None:
+        return cfg  # timm's own sources
+    fmt = weights_format or "state_dict"
+    cache = get_cache_dir(cache_dir)
+
+    if cfg.file:
+        path = Path(cfg.file).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained file for {name} not found: {path}")
+        if _is_timm_safetensors(path):
+            return cfg
+        out = cache / "converted" / "local" / f"{name}-{_local_file_key(path)}.safetensors"
+        return dataclasses.replace(cfg, file=str(_convert_cached(path, fmt, out, source=str(path.resolve()))))
+
+    if cfg.hf_hub_id:
+        try:
+            from huggingface_hub import hf_hub_download
+            repo, _, revision = cfg.hf_hub_id.partition("@")
+            path = hf_hub_download(repo, cfg.hf_hub_filename or "model.safetensors",
+                                   revision=revision or None)
+            return dataclasses.replace(cfg, file=path)
+        except Exception as e:  # offline, missing repo, no network: fall back to the official URL
+            if not cfg.url:
+                raise
+            _logger.warning("Hugging Face Hub %s unavailable (%s); using the official URL", cfg.hf_hub_id,
+                            type(e).__name__)
+
+    if cfg.url:
+        url = cfg.url[0] if isinstance(cfg.url, (tuple, list)) else cfg.url
+        from ._registry import _weights
+        expected_sha = _weights[name].sha256 if name in _weights else None
+        out = cache / "converted" / f"{name}.safetensors"
+        fmt_obj = get_format(fmt)
+        with FileLock(str(out) + ".lock"):
+            if _verified(out, format=fmt, format_version=fmt_obj.version, source=url):
+                return dataclasses.replace(cfg, file=str(out))
+        raw = download(url, cache_dir=cache, progress=progress, sha256=expected_sha)
+        return dataclasses.replace(cfg, file=str(_convert_cached(raw, fmt, out, source=url)))
+
+    raise NoPretrainedWeightsError(
+        f"{name} has no pretrained weights registered (no official release is known for it). Use "
+        f"pretrained=False for a random init, or pass a checkpoint: clzoo.create_model({name.split('.')[0]!r}, "
+        "pretrained=True, pretrained_cfg_overlay=dict(file='path/to/checkpoint.pth')).")

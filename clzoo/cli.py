@@ -1,0 +1,153 @@
+"""The `clzoo` command (also `python -m clzoo`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+__all__ = ["main", "build_parser"]
+
+
+def _cmd_list(args) -> int:
+    import clzoo
+    names = clzoo.list_models(args.pattern, pretrained=args.pretrained)
+    if not names:
+        print(f"no clzoo model matches {args.pattern!r}", file=sys.stderr)
+        return 1
+    if args.names_only:
+        print("\n".join(names))
+        return 0
+    if args.markdown:
+        from clzoo._registry import list_entries
+        print(markdown_table(list_entries(args.pattern) if not args.pretrained else names))
+        return 0
+    rows = []
+    for name in names:
+        info = clzoo.model_info(name)
+        linear = next((m["value"] for m in info["metrics"] if m["name"] == "imagenet_linear_top1"), None)
+        weights = "yes" if info["weights"]["has_weights"] else "-"
+        rows.append((name, info["method_name"], info["backbone"], f"{linear:.1f}" if linear else "-",
+                     info["license"] or "-", weights))
+    header = ("name", "method", "backbone", "linear", "licence", "weights")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _metric(info, name):
+    return next((m for m in info["metrics"] if m["name"] == name), None)
+
+
+def markdown_table(names) -> str:
+    """The README model table: one row per entry, numbers marked with the protocol they were measured under."""
+    import clzoo
+
+    protocols = {}
+
+    def value(metric):
+        if not metric:
+            return "-"
+        ref = protocols.setdefault(metric["protocol"], len(protocols) + 1)
+        return f"{metric['value']} [{ref}]"
+
+    lines = ["| model | method | backbone | epochs | linear top-1 | kNN top-1 | licence | weights |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        info = clzoo.model_info(name)
+        lin, knn = _metric(info, "imagenet_linear_top1"), _metric(info, "imagenet_knn_top1")
+        w = info["weights"]
+        source = " + ".join(s for s, ok in (("URL", w["url"]), ("Hub", w["hf_hub_id"])) if ok) or "local file"
+        lines.append(f"| `{info['name']}` | {info['method_name']} | {info['backbone']} | "
+                     f"{info['training']['epochs'] or '?'} | {value(lin)} | {value(knn)} | {info['license']} "
+                     f"| {source} |")
+    lines.append("")
+    lines += [f"[{ref}] {protocol}  " for protocol, ref in protocols.items()]
+    return "\n".join(lines)
+
+
+def _cmd_info(args) -> int:
+    import clzoo
+    info = clzoo.model_info(args.name)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    p = info["paper"]
+    print(f"{info['name']}  ({info['method_name']}, {info['backbone']})")
+    print(f"  paper:     {p['title']} — {p['authors']}, {p['venue']}, {p['url']}")
+    print(f"  code:      {p['code'] or '-'}")
+    print(f"  licence:   {info['license']}")
+    print(f"  tags:      {', '.join(info['available_tags']) or '-'}")
+    if info["aliases"]:
+        print(f"  aliases:   {', '.join(info['aliases'])}")
+    w = info["weights"]
+    print(f"  weights:   {w['url'] or '-'}" + (f"  (hub: {w['hf_hub_id']})" if w["hf_hub_id"] else ""))
+    print(f"  format:    {w['format'] or '-'}")
+    t = info["training"]
+    print(f"  training:  {t['epochs'] or '?'} epochs, batch {t['batch_size'] or '?'} on {t['dataset']}")
+    if t["recipe"]:
+        print(f"             {t['recipe']}")
+    pre = info["preprocessing"]
+    print(f"  input:     {pre['input_size']}, {pre['interpolation']}, crop {pre['crop_pct']}, "
+          f"mean {pre['mean']}, std {pre['std']}")
+    for m in info["metrics"]:
+        print(f"  reported:  {m['value']}% {m['name']} [{m['source']}] — {m['protocol']}")
+    if info["notes"]:
+        print(f"  notes:     {info['notes']}")
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    import clzoo
+    from clzoo._registry import _full_name, get_weights_info
+    name = _full_name(args.name)
+    fmt = args.format or get_weights_info(name).weights_format
+    out = clzoo.convert_file(args.input, fmt, args.output)
+    # load it back into the architecture, so a wrong file fails here rather than at use
+    model = clzoo.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(out)))
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out} ({fmt} -> timm layout, {n / 1e6:.2f}M parameters, loads into {name})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clzoo", description="Self-supervised encoders as timm models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list entries (architectures, or arch.tag with weights)")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'moco*'")
+    p.add_argument("--pretrained", action="store_true", help="list arch.tag names that have weights")
+    p.add_argument("--names-only", action="store_true", help="one name per line, no table")
+    p.add_argument("--markdown", action="store_true", help="the README model table")
+    p.set_defaults(fn=_cmd_list)
+
+    p = sub.add_parser("info", help="method, paper, licence, weights and reported numbers of an entry")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_cmd_info)
+
+    p = sub.add_parser("convert", help="convert an official checkpoint file to timm-layout safetensors")
+    p.add_argument("name", help="the entry the file belongs to, e.g. mocov2_resnet50.800ep")
+    p.add_argument("--input", required=True, help="the official file, as released")
+    p.add_argument("--output", required=True, help="output .safetensors path")
+    p.add_argument("--format", help="override the entry's checkpoint format (see clzoo.list_formats())")
+    p.set_defaults(fn=_cmd_convert)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from clzoo import (CheckpointMismatchError, ConversionError, DownloadError, NoPretrainedWeightsError,
+                       UnknownModelError, UnsafeCheckpointError)
+    try:
+        return args.fn(args)
+    except (UnknownModelError, NoPretrainedWeightsError, CheckpointMismatchError, ConversionError,
+            UnsafeCheckpointError, DownloadError, FileNotFoundError) as e:
+        print(f"clzoo {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Test isolation: no test may reach the internet or the user's caches.
+
+huggingface_hub reads its environment at import time, so the variables are set here, before any
+test module imports clzoo/timm/huggingface_hub.
+"""
+import os
+import tempfile
+
+_SESSION_TMP = tempfile.mkdtemp(prefix="clzoo-tests-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = os.path.join(_SESSION_TMP, "hf")
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["CLZOO_HOME"] = os.path.join(_SESSION_TMP, "clzoo")
+os.environ["TORCH_HOME"] = os.path.join(_SESSION_TMP, "torch")
+os.environ.pop("CLZOO_MIRROR", None)
+
+import pytest  # noqa: E402
+
+from tests.helpers import FileServer  # noqa: E402
+
+
+@pytest.fixture
+def clzoo_home(tmp_path, monkeypatch):
+    """A fresh, empty CLZOO_HOME for one test."""
+    home = tmp_path / "clzoo_home"
+    monkeypatch.setenv("CLZOO_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def file_server():
+    """An HTTP server on 127.0.0.1 serving in-memory files; counts requests per path."""
+    server = FileServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def mirror(file_server, clzoo_home, monkeypatch):
+    """CLZOO_MIRROR pointed at the local file server (official URL paths are served from it)."""
+    monkeypatch.setenv("CLZOO_MIRROR", file_server.url)
+    return file_server
