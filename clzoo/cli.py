@@ -112,6 +112,20 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_cards(args) -> int:
+    from clzoo.cards import check_cards, write_cards
+    if args.write:
+        changed = write_cards(args.dir)
+        print(f"{len(changed)} card(s) written or removed in {args.dir}" + "".join(f"\n  {c}" for c in changed))
+        return 0
+    problems = check_cards(args.dir)
+    if problems:
+        print("\n".join(problems) + "\nmodel cards are not current: run `clzoo cards --write`", file=sys.stderr)
+        return 1
+    print(f"model cards in {args.dir} are current")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clzoo", description="Self-supervised encoders as timm models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output .safetensors path")
     p.add_argument("--format", help="override the entry's checkpoint format (see clzoo.list_formats())")
     p.set_defaults(fn=_cmd_convert)
+
+    from clzoo.cards import CARDS_DIR
+    p = sub.add_parser("cards", help="model cards of every entry with weights: check or regenerate model_cards/")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="fail when a card is missing, stale or orphaned")
+    mode.add_argument("--write", action="store_true", help="regenerate the cards from the registry")
+    p.add_argument("--dir", default=str(CARDS_DIR), help=f"card folder (default: {CARDS_DIR})")
+    p.set_defaults(fn=_cmd_cards)
     return parser
 
 
