@@ -16,6 +16,7 @@ from ._registry import (NoPretrainedWeightsError, UnknownModelError, get_pretrai
 from ._serialization import UnsafeCheckpointError, load_checkpoint_file
 from .convert import ConversionError, convert_checkpoint, list_formats
 from .knn import knn_accuracy, knn_classify
+from .hub import HubError, push_to_hub
 
 __all__ = [
     "create_model", "list_models", "list_pretrained", "get_pretrained_cfg", "model_info", "list_aliases",
@@ -24,3 +25,4 @@ __all__ = [
     "UnknownModelError", "NoPretrainedWeightsError", "CheckpointMismatchError", "UnsafeCheckpointError",
     "ConversionError", "DownloadError",
 ]
+__all__ += ["push_to_hub", "HubError"]

@@ -112,6 +112,20 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_push(args) -> int:
+    from clzoo.hub import HubError, push_to_hub
+    try:
+        info = push_to_hub(args.source, args.repo_id, private=args.private, token=args.token, endpoint=args.endpoint,
+                           commit_message=args.message, overwrite_card=args.overwrite_card, license=args.license,
+                           file=args.file)
+    except (HubError, ValueError) as e:
+        print(f"clzoo push: {e}", file=sys.stderr)
+        return 2
+    print(f"pushed {args.source} to {args.repo_id}: {info.commit_url}")
+    print(f"load it with clzoo.create_model('hf-hub:{args.repo_id}', pretrained=True)")
+    return 0
+
+
 def _cmd_cards(args) -> int:
     from clzoo.cards import check_cards, write_cards
     if args.write:
@@ -148,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output .safetensors path")
     p.add_argument("--format", help="override the entry's checkpoint format (see clzoo.list_formats())")
     p.set_defaults(fn=_cmd_convert)
+
+    p = sub.add_parser("push", help="push an entry, or a training run directory, to the Hugging Face Hub")
+    p.add_argument("source", help="a run directory (model.safetensors + config.json) or a clzoo name with weights")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--token", help="a write token (default: $HF_TOKEN or the one `hf auth login` stored)")
+    p.add_argument("--endpoint", help="the Hub's URL (default: $HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--message", help="commit message")
+    p.add_argument("--overwrite-card", action="store_true", help="replace the repo's README.md (kept by default)")
+    p.add_argument("--license", help="licence of a run's weights, e.g. apache-2.0 (default: its init_from entry's, else none)")
+    p.add_argument("--file", help="an entry's official file, converted instead of downloading it")
+    p.set_defaults(fn=_cmd_push)
 
     from clzoo.cards import CARDS_DIR
     p = sub.add_parser("cards", help="model cards of every entry with weights: check or regenerate model_cards/")
