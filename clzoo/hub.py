@@ -4,14 +4,16 @@ A pushed repo is what `timm.create_model("hf-hub:ORG/NAME", pretrained=True)` lo
 `config.json` (`architecture`, `model_args`, `pretrained_cfg`, plus clzoo's metadata under `"clzoo"`),
 `model.safetensors` (never pickle weights; timm's own `push_to_hf_hub` also writes `pytorch_model.bin` by
 default) and a `README.md` model card (`clzoo.cards`). A training run also uploads its configuration file
-and `results.json`. Re-pushing replaces the weights and config and keeps the repo's README (which may have
-been edited on the Hub) unless `overwrite_card=True`.
+and `results.json`. Re-pushing replaces the weights and config, deletes pickle files an earlier upload left
+(`pytorch_model.bin`, ...) and keeps the repo's README (which may have been edited on the Hub) unless
+`overwrite_card=True`.
 
 clzoo architectures load from the Hub once `clzoo` is imported (it registers them in timm).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -24,7 +26,7 @@ import torch.nn as nn
 __all__ = ["push_to_hub", "save_for_hub", "HubError"]
 
 _WEIGHTS = "model.safetensors"
-_PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pth", "pytorch_model.pth", "checkpoint.pt", "checkpoint.pth")
+_PICKLE_FILES = ["*.bin", "*.pt", "*.pth", "*.pth.tar", "*.ckpt", "*.pkl"]  # never uploaded; deleted from the repo
 
 
 class HubError(RuntimeError):
@@ -57,7 +59,7 @@ def _save_run_dir(run_dir: Path, folder: Path, repo_id: Optional[str], license: 
 
     run = read_run_dir(run_dir)
     if not (run_dir / _WEIGHTS).is_file():
-        found = [n for n in _PICKLE_WEIGHTS if (run_dir / n).is_file()]
+        found = sorted(p.name for p in run_dir.iterdir() if any(fnmatch.fnmatch(p.name, pat) for pat in _PICKLE_FILES))
         raise FileNotFoundError(
             f"{run_dir} has no {_WEIGHTS}" + (f" (found {', '.join(found)})" if found else "") + ": clzoo pushes "
             "safetensors weights only, never pickle files. Export with timm.models.save_for_hf(model, DIR, "
@@ -155,7 +157,7 @@ def push_to_hub(model_or_run_dir: Union[str, Path, nn.Module], repo_id: str, pri
             api.create_repo(repo_id, private=private, exist_ok=True)
             if not overwrite_card and api.file_exists(repo_id, "README.md"):
                 (folder / "README.md").unlink()  # keep the card on the Hub
-            return api.upload_folder(repo_id=repo_id, folder_path=folder,
+            return api.upload_folder(repo_id=repo_id, folder_path=folder, delete_patterns=_PICKLE_FILES,
                                      commit_message=commit_message or f"Push {what} with clzoo {__version__}")
         except OfflineModeIsEnabled as e:
             raise HubError("HF_HUB_OFFLINE is set, so huggingface_hub makes no request; pushing needs the Hub: "

@@ -8,6 +8,8 @@ no LFS or Xet protocol is involved. Write requests need `Authorization: Bearer <
     POST /api/models/{repo}/preupload/{rev}     -> every file "regular"
     POST /api/models/{repo}/commit/{rev}        ndjson: header, file (base64), deletedFile -> {"commitUrl", "commitOid"}
     HEAD|GET /{repo}/resolve/{rev}/{path}       -> the file, X-Repo-Commit, ETag; 404 + X-Error-Code otherwise
+    GET /api/models/{repo}/tree/main            -> [{"type": "file", "path", "size", "oid"}] (upload_folder's
+                                                   delete_patterns lists the repo with it)
 
 This re-implements private Hub endpoints for huggingface_hub 2.4 (constraints.txt pins it).
 """
@@ -76,10 +78,16 @@ class FakeHub:
                 self.do_GET()
 
             def do_GET(self):
-                m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self._path())
+                path = self._path()
+                m = (re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+                     or re.fullmatch(r"/api/models/([^/]+/[^/]+)/(tree)/main", path))
                 repo = hub.repos.get(m.group(1)) if m else None
                 if repo is None or (repo.private and not self._authorized()):
                     return self._error(404, "RepoNotFound")
+                if m.group(2) == "tree":
+                    listing = [{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                               for p, b in repo.files.items()]
+                    return self._reply(200, json_body=listing)
                 rev = m.group(2)
                 files = repo.files if rev == "main" else repo.commits.get(rev)
                 if files is None:

@@ -143,8 +143,10 @@ def test_repush_updates_weights_and_keeps_an_edited_card(hub):
 
     edited = repo.files["README.md"] + b"\nEdited on the Hub.\n"
     repo.files["README.md"] = edited
+    repo.files["pytorch_model.bin"] = b"pickled weights of an earlier upload"  # e.g. by timm's push_to_hf_hub
     clzoo.push_to_hub(second, "org/vit", token=TOKEN, endpoint=hub.url, license="mit")
     assert repo.files["README.md"] == edited
+    assert set(repo.files) == {"README.md", "config.json", "model.safetensors"}  # the pickle file is gone
     weights = load(repo.files["model.safetensors"])
     assert torch.equal(weights["pos_embed"], second.pos_embed.detach())
     loaded = clzoo.create_model("hf-hub:org/vit", pretrained=True)
