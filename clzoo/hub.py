@@ -137,8 +137,8 @@ def push_to_hub(model_or_run_dir: Union[str, Path, nn.Module], repo_id: str, pri
         file: for an entry, the official file to convert instead of downloading it.
     Returns huggingface_hub's CommitInfo (`.commit_url`, `.oid`).
     """
-    from huggingface_hub import HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub import HfApi, get_token, is_offline_mode
+    from huggingface_hub.errors import HfHubHTTPError
 
     from . import __version__
 
@@ -148,6 +148,9 @@ def push_to_hub(model_or_run_dir: Union[str, Path, nn.Module], repo_id: str, pri
     if not token:
         raise HubError("Pushing to the Hugging Face Hub needs a token with write access, and none was found: pass "
                        "token=... (clzoo push --token), set HF_TOKEN, or run `hf auth login`.")
+    if is_offline_mode():
+        raise HubError("HF_HUB_OFFLINE is set, so huggingface_hub makes no request; pushing needs the Hub: "
+                       "unset HF_HUB_OFFLINE.")
     api = HfApi(endpoint=endpoint, token=token, library_name="clzoo", library_version=__version__)
     is_model = isinstance(model_or_run_dir, nn.Module)
     what = type(model_or_run_dir).__name__ if is_model else Path(str(model_or_run_dir)).name
@@ -159,9 +162,6 @@ def push_to_hub(model_or_run_dir: Union[str, Path, nn.Module], repo_id: str, pri
                 (folder / "README.md").unlink()  # keep the card on the Hub
             return api.upload_folder(repo_id=repo_id, folder_path=folder, delete_patterns=_PICKLE_FILES,
                                      commit_message=commit_message or f"Push {what} with clzoo {__version__}")
-        except OfflineModeIsEnabled as e:
-            raise HubError("HF_HUB_OFFLINE is set, so huggingface_hub makes no request; pushing needs the Hub: "
-                           "unset HF_HUB_OFFLINE.") from e
         except HfHubHTTPError as e:
             status = e.response.status_code if e.response is not None else None
             if status in (401, 403):
