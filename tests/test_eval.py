@@ -141,9 +141,11 @@ def test_protocols_and_schedules():
     assert [eval_linear.lr_at(e, 30.0, pyc) for e in (29, 30, 40, 50)] == pytest.approx([30, 6, 1.2, 0.24])
     dino = P["dino"]
     assert [eval_linear.lr_at(e, 1.0, dino) for e in (0, 50)] == pytest.approx([1.0, 0.5])
-    assert P["dino"].base_lr(clzoo.create_model("dino_vits16", img_size=32, depth=1)) * 1024 / 256 == 0.004
-    assert P["mocov3"].base_lr(clzoo.create_model("dino_vits16", img_size=32, depth=1)) == 3.0
-    assert P["mocov3"].base_lr(clzoo.create_model("resnet18")) == 0.1
+    vit, resnet = clzoo.create_model("dino_vits16", img_size=32, depth=1), clzoo.create_model("resnet18")
+    assert P["dino"].scaled_lr(vit) == pytest.approx(0.004)  # 0.001 x 1024/256
+    assert P["mocov3"].scaled_lr(vit) == 12.0 and P["mocov3"].scaled_lr(resnet) == pytest.approx(0.4)
+    assert P["mocov2"].scaled_lr(resnet) == 30.0 and P["swav"].scaled_lr(resnet) == 0.3  # not scaled
+    assert P["simsiam"].scaled_lr(resnet) == pytest.approx(1.6)
     with pytest.raises(ValueError, match="unknown protocol"):
         eval_linear.get_protocol("nope")
 

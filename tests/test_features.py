@@ -175,6 +175,12 @@ def test_extract_100_images_equals_plain_batched_forward(images_100, tiny_vit_we
     assert model.training
     assert len(names) == 100 and emb.names == names and emb.labels is None
     torch.testing.assert_close(emb.features, expected, rtol=1e-4, atol=1e-5)
+    # a model built for 32 px by create_model (its pretrained cfg still says 224) is fed 32 px too
+    direct = clzoo.create_model("vit_tiny_patch16_224", img_size=32)
+    direct.load_state_dict(model.state_dict())
+    assert data_config(direct)["input_size"] == (3, 32, 32)
+    torch.testing.assert_close(extract_features(direct, images_100 / "b", progress=False).features, expected[60:],
+                               rtol=1e-4, atol=1e-5)
     # a preprocessed tensor and a dataset of (uint8 image, label) pairs give the same rows
     model.eval()
     tf = create_transform(**data_config(model))

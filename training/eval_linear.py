@@ -63,6 +63,10 @@ class Protocol:
     def base_lr(self, model: nn.Module) -> float:
         return self.vit_lr if (self.vit_lr is not None and is_vit(model)) else self.lr
 
+    def scaled_lr(self, model: nn.Module) -> float:
+        """The learning rate at this protocol's batch size."""
+        return self.base_lr(model) * (self.batch_size / 256 if self.lr_scaling else 1.0)
+
 
 PROTOCOLS: Dict[str, Protocol] = {
     "mocov2": Protocol("moco main_lincls.py (MoCo v1/v2)", "sgd", 30.0, 256, 100, schedule="step",
@@ -210,7 +214,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     model = load_model(args)
     for param in model.parameters():
         param.requires_grad_(False)
-    lr = protocol.base_lr(model) * (protocol.batch_size / 256 if protocol.lr_scaling else 1.0)
+    lr = protocol.scaled_lr(model)
     forward = feature_fn(protocol.features, model)
     size = image_size(model)
     eval_tf = eval_transform(model)
