@@ -68,28 +68,47 @@ def test_features_only_every_entry(name):
             assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
 
 
-@pytest.mark.parametrize("name,kwargs,channels,reductions", [
-    ("instdisc_resnet18", dict(out_indices=(1, 2, 3, 4)), [64, 128, 256, 512], [4, 8, 16, 32]),  # BasicBlock
-    ("byol_resnet50", dict(out_indices=(1, 2, 3, 4)), [256, 512, 1024, 2048], [4, 8, 16, 32]),  # Haiku SAME padding
-    ("cmc_resnet50half", dict(out_indices=(1, 4)), [256, 2048], [4, 32]),  # two branches concatenated
-    ("dino_vits8", dict(img_size=32, out_indices=(-1,)), [384], [8]),
-    ("mocov3_vits16", dict(img_size=32, out_indices=(3, 7, 11)), [384, 384, 384], [16, 16, 16]),
-])
-def test_features_only_real_forward(name, kwargs, channels, reductions):
-    model = clzoo.create_model(name, features_only=True, **kwargs).eval()
-    assert model.feature_info.channels() == channels and model.feature_info.reduction() == reductions
-    size = kwargs.get("img_size", 64)
+def resnet_stage_outputs(m, x):
+    """A timm ResNet's stem and stage outputs, computed by running its modules by hand."""
+    x = m.act1(m.bn1(m.conv1(x)))
+    out = [x]
+    x = m.maxpool(x)
+    for layer in (m.layer1, m.layer2, m.layer3, m.layer4):
+        x = layer(x)
+        out.append(x)
+    return out
+
+
+@pytest.mark.parametrize("name", ["instdisc_resnet18", "byol_resnet50", "cmc_resnet50half"])
+def test_resnet_features_are_the_stage_outputs(name):
+    """BasicBlock ResNet, Haiku 'SAME'-padded ResNet, and CMC (the two branches' maps concatenated)."""
+    torch.manual_seed(0)
+    plain = clzoo.create_model(name).eval()
+    fmodel = clzoo.create_model(name, features_only=True).eval()
+    target = getattr(fmodel, "model", fmodel)  # CMC's getter wrapper holds the model as .model
+    missing, unexpected = target.load_state_dict(plain.state_dict(), strict=False)
+    assert not missing and all(k.startswith("fc.") for k in unexpected)
+    x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        feats = model(torch.rand(2, 3, size, size))
-    assert [tuple(f.shape) for f in feats] == [(2, c, size // r, size // r) for c, r in zip(channels, reductions)]
-    assert all(torch.isfinite(f).all() for f in feats)
+        feats = fmodel(x)
+        if name.startswith("cmc"):
+            l, ab = plain._split_lab(x)
+            expected = [torch.cat(p, 1) for p in zip(resnet_stage_outputs(plain.l_to_ab, l),
+                                                       resnet_stage_outputs(plain.ab_to_l, ab))]
+        else:
+            expected = resnet_stage_outputs(plain, x)
+    assert len(feats) == 5
+    for f, e in zip(feats, expected):
+        torch.testing.assert_close(f, e)
+    assert fmodel.feature_info.channels() == [e.shape[1] for e in expected]
 
 
 def test_vit_features_are_block_outputs_reshaped_to_nchw():
     kw = dict(img_size=64, depth=4)  # a 4-block DINO ViT-S/16 keeps the test fast
     vit = clzoo.create_model("dino_vits16", **kw).eval()
     fmodel = clzoo.create_model("dino_vits16", features_only=True, out_indices=(1, 3), **kw).eval()
-    fmodel.model.load_state_dict(vit.state_dict(), strict=False)  # the wrapper has no final norm / head
+    missing, unexpected = fmodel.model.load_state_dict(vit.state_dict(), strict=False)
+    assert not missing and set(unexpected) == {"norm.weight", "norm.bias"}  # pruned: no final norm / head
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         tokens = manual_vit_tokens(vit, x)
