@@ -72,6 +72,7 @@ def load_encoder(source: str, weights: Optional[Union[str, Path]] = None, pretra
         model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(3, img_size, img_size))
     else:
         model = create_model(source, pretrained=pretrained, **kwargs)
+    model.clzoo_weights = str(weights) if weights is not None else ("pretrained" if pretrained else "random init")
     return model.eval()
 
 
@@ -324,7 +325,10 @@ def extract_features(
 def _describe(model: nn.Module) -> str:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     name = cfg.get("architecture") or type(model).__name__
-    return f"{name}.{cfg['tag']}" if cfg.get("tag") else name
+    weights = getattr(model, "clzoo_weights", "pretrained")  # set by load_encoder
+    if weights == "pretrained":
+        return f"{name}.{cfg['tag']}" if cfg.get("tag") else name
+    return f"{name} ({weights})"
 
 
 def _extract_resumable(model, items, names, meta, out: Path, batch_size, num_workers, forward_fn, device, bar,
