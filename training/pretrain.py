@@ -222,7 +222,7 @@ def train(cfg: dict) -> dict:
 
     from tqdm.auto import tqdm
     bar = tqdm(total=total_steps, initial=start_step, disable=not accelerator.is_main_process,
-               dynamic_ncols=True, desc=cfg["method"])
+               dynamic_ncols=True, desc=cfg["method"], mininterval=0.5 if sys.stderr.isatty() else 30)
     step, skipped, t_train, images_seen = start_step, 0, time.time(), 0
     method.train()
     try:
@@ -309,8 +309,7 @@ def train(cfg: dict) -> dict:
                 + (f" vs random-init {init:.4f}" if init is not None else ""))
         log(f"done in {results['wall_time_s']:.0f} s; exported {run_dir}/model.safetensors + config.json "
             f"(load with clzoo.create_model('local-dir:{run_dir}', pretrained=True))")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    accelerator.wait_for_everyone()  # (no end_training: it would tear down the process group of a caller)
     return results
 
 

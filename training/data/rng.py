@@ -42,6 +42,13 @@ def uniform(index, n: int, *keys) -> torch.Tensor:
     return torch.from_numpy(((h >> np.uint64(40)).astype(np.float64) / float(1 << 24)).astype(np.float32))
 
 
+def randint(index, n: int, high: int, *keys) -> torch.Tensor:
+    """(len(index), n) int64 in [0, high): row i depends only on (keys, index[i], column)."""
+    index = np.asarray(index.cpu() if torch.is_tensor(index) else index, dtype=np.int64).reshape(-1, 1)
+    h = hash64(*keys, index, np.arange(n, dtype=np.int64)[None, :])
+    return torch.from_numpy((h % np.uint64(high)).astype(np.int64))
+
+
 def generator(*keys) -> torch.Generator:
     """A torch.Generator seeded by the hash of `keys` (for draws that are too many to hash one by one)."""
     return torch.Generator().manual_seed(int(hash64(*keys)) & ((1 << 63) - 1))

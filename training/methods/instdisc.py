@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.rng import generator
-from ..modules.dist import gather_no_grad, rank
+from ..modules.dist import gather_no_grad
 from ..modules.heads import MLPHead
 from ..modules.losses import nce_binary, nce_z_estimate
 from ..modules.memory_bank import MemoryBank
@@ -47,7 +47,7 @@ class InstDisc(nn.Module):
     def scores(self, v: torch.Tensor, index: torch.Tensor, step: int) -> torch.Tensor:
         """(B, 1 + K) similarities to the bank: the sample's own entry first, then K uniform noise entries
         (lemniscate overwrites slot 0 of the sampled indices with the positive)."""
-        noise = self.bank.sample((len(v), self.K), generator(self.seed, 2, step, rank(), len(self._pending)))
+        noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending))
         idx = torch.cat((index[:, None].to(noise.device), noise), 1)
         return torch.bmm(self.bank[idx], v.float()[:, :, None]).squeeze(2)
 

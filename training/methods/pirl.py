@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.rng import generator
-from ..modules.dist import gather_no_grad, rank
+from ..modules.dist import gather_no_grad
 from ..modules.heads import JigsawHead, MLPHead
 from ..modules.losses import nce_binary, nce_z_estimate
 from ..modules.memory_bank import MemoryBank
@@ -43,7 +43,7 @@ class PIRL(nn.Module):
         B = len(x)
         f = F.normalize(self.image_head(self.backbone(x)), dim=1).float()
         g = F.normalize(self.jigsaw_head(self.backbone(patches.flatten(0, 1))), dim=1).float()
-        noise = self.bank.sample((B, self.K), generator(self.seed, 2, step, rank(), len(self._pending)))
+        noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending))
         idx = torch.cat((index[:, None].to(noise.device), noise), 1)
         mem = self.bank[idx]  # (B, 1 + K, D): m_I first, then the negatives
         losses = []

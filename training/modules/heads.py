@@ -31,8 +31,9 @@ class MLPHead(nn.Sequential):
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
-    """BatchNorm over `num_splits` chunks of the batch, as if on `num_splits` GPUs (MoCo CIFAR colab):
-    simulates shuffle-BN in one process. Running statistics are the mean over the splits."""
+    """BatchNorm over `num_splits` groups of the batch, as if on `num_splits` GPUs (MoCo CIFAR colab):
+    simulates shuffle-BN in one process. As in the colab (`input.view(-1, C * S, H, W)`), sample i falls
+    in split i % S. Running statistics are the mean over the splits."""
 
     def __init__(self, num_features: int, num_splits: int, **kw):
         super().__init__(num_features, **kw)

@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.rng import randint
+
 
 class MemoryBank(nn.Module):
     def __init__(self, size: int, dim: int, generator: torch.Generator | None = None):
@@ -24,9 +26,10 @@ class MemoryBank(nn.Module):
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
         return self.bank[index].clone().detach()
 
-    def sample(self, shape, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Uniform indices with replacement (lemniscate's AliasMethod over a uniform distribution)."""
-        return torch.randint(self.size, tuple(shape), generator=generator).to(self.bank.device)
+    def sample(self, index: torch.Tensor, K: int, *keys) -> torch.Tensor:
+        """(len(index), K) noise indices, uniform with replacement (lemniscate's AliasMethod over a uniform
+        distribution), drawn per sample from (keys, sample index): the same whatever the process split."""
+        return randint(index, K, self.size, *keys).to(self.bank.device)
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, features: torch.Tensor, m: float) -> None:
