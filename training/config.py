@@ -14,6 +14,7 @@ import copy
 import difflib
 import inspect
 import os
+import re
 
 import yaml
 
@@ -68,6 +69,24 @@ class ConfigError(ValueError):
     pass
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-4` as a string; accept the usual float spellings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_value(raw: str):
+    return yaml.load(raw, Loader=_Loader)
+
+
 def _close(key, names):
     close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.5)
     return f" Did you mean {', '.join(close)}?" if close else ""
@@ -105,7 +124,7 @@ def _read_yaml(path: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        data = yaml.load(f, Loader=_Loader) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys")
     return data
@@ -141,7 +160,7 @@ def _parse_overrides(rest: list[str]) -> dict:
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_value(raw)
     return out
 
 

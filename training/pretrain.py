@@ -192,14 +192,17 @@ def train(cfg: dict) -> dict:
     knn_cfg = dict(cfg["knn"])
     knn_every = knn_cfg.pop("every")
 
+    knn_seconds = [0.0]
+
     def knn_monitor() -> float | None:
         if test_set is None or not knn_every:
             return None
-        acc = None
+        t0, acc = time.time(), None
         if accelerator.is_main_process:
             acc = knn_eval(raw.backbone, train_set, test_set, cfg["image_size"], autocast=accelerator.autocast,
                            channels_last=cfg["channels_last"], **knn_cfg)
         accelerator.wait_for_everyone()
+        knn_seconds[0] += time.time() - t0
         return acc
 
     results = dict(resume["results"]) if resume is not None else {}
@@ -224,6 +227,7 @@ def train(cfg: dict) -> dict:
     bar = tqdm(total=total_steps, initial=start_step, disable=not accelerator.is_main_process,
                dynamic_ncols=True, desc=cfg["method"], mininterval=0.5 if sys.stderr.isatty() else 30)
     step, skipped, t_train, images_seen = start_step, 0, time.time(), 0
+    knn_seconds[0] = 0.0
     method.train()
     try:
         while step < total_steps:
@@ -241,9 +245,10 @@ def train(cfg: dict) -> dict:
                 for a in range(A):
                     data = next(it)
                     skipped += data["skipped"]
-                    batch = views(data["images"], data["index"], epoch)
-                    batch = {k: ([t.to(device, non_blocking=True) for t in v] if isinstance(v, list)
-                                 else v.to(device, non_blocking=True)) for k, v in batch.items()}
+                    images = data["images"]  # uint8; augmented where the model runs
+                    images = ([im.to(device) for im in images] if isinstance(images, list)
+                              else images.to(device, non_blocking=True))
+                    batch = views(images, data["index"].to(device), epoch)
                     sync = accelerator.no_sync(method) if a < A - 1 else contextlib.nullcontext()
                     with sync:
                         with accelerator.autocast():
@@ -291,11 +296,12 @@ def train(cfg: dict) -> dict:
         bar.close()
         metrics.close()
 
+    train_seconds = time.time() - t_train - knn_seconds[0]
     if "knn_top1" not in results or step % steps_per_epoch:  # the run did not end on an epoch boundary
         results["knn_top1"] = knn_monitor()
-    results.update(steps=step, epochs=step / steps_per_epoch, processes=world, skipped_images=skipped,
-                   wall_time_s=round(time.time() - t_start, 1),
-                   train_images_per_s=round(images_seen / max(time.time() - t_train, 1e-9), 1))
+    results.update(steps=step, epochs=round(step / steps_per_epoch, 3), processes=world, skipped_images=skipped,
+                   wall_time_s=round(time.time() - t_start, 1), knn_monitor_s=round(knn_seconds[0], 1),
+                   train_images_per_s=round(images_seen / max(train_seconds, 1e-9), 1))
     checkpoint(step)
     if accelerator.is_main_process:
         export_backbone(raw.backbone, run_dir, cfg["image_size"], tag=f"{cfg['method']}_{cfg['data']}"

@@ -9,7 +9,7 @@ def test_method_recipe_then_config_file_then_cli(tmp_path):
     cfg = load_config(["--method", "mocov2"])
     assert (cfg["lr"], cfg["lr_schedule"], cfg["hparams"]["tau"], cfg["aug"]["preset"]) == (0.03, "cosine", 0.2, "mocov2")
     f = tmp_path / "c.yaml"
-    f.write_text("method: mocov2\nlr: 0.1\nhparams: {K: 4096}\naug: {scale: [0.3, 1.0]}\n")
+    f.write_text("method: mocov2\nlr: 1e-1\nhparams: {K: 4096}\naug: {scale: [0.3, 1.0]}\n")
     cfg = load_config(["--config", str(f), "--lr", "0.5", "--hparams.tau", "0.1", "--batch-size", "64",
                        "--aug.blur=0"])
     assert cfg["lr"] == 0.5 and cfg["batch_size"] == 64

@@ -138,3 +138,32 @@ def test_build_dataset_errors(tmp_path):
         build_dataset("synthetic", "validation")
     with pytest.raises(ValueError, match="unknown augmentation preset"):
         build_views("simclr2", 32)
+
+
+def test_hf_datasets_spec_with_a_stand_in_module(monkeypatch):
+    """`hf:NAME` goes through datasets.load_dataset; a stand-in module checks the split mapping and columns."""
+    import sys
+    import types
+    calls = []
+
+    class FakeSplit(list):
+        column_names = ["img", "label"]
+
+        def __getitem__(self, key):
+            if key == "label":
+                return [row["label"] for row in self]
+            return list.__getitem__(self, key)
+
+    def load_dataset(name, split):
+        calls.append((name, split))
+        rows = [{"img": Image.fromarray(np.full((10, 12, 3), 40 * i, dtype=np.uint8)), "label": i % 2} for i in range(4)]
+        return FakeSplit(rows)
+
+    fake = types.SimpleNamespace(load_dataset=load_dataset, get_dataset_split_names=lambda name: ["train", "test"])
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    train = build_dataset("hf:user/shapes", "train", image_size=16)
+    test = build_dataset("hf:user/shapes", "test", image_size=16)
+    assert calls == [("user/shapes", "train"), ("user/shapes", "test")]
+    x, y = test[3]
+    assert x.dtype == torch.uint8 and min(x.shape[1:]) == round(16 * 256 / 224) and y == 1
+    assert train.targets.tolist() == [0, 1, 0, 1]

@@ -1,8 +1,11 @@
 """`synthetic`: a procedural shapes dataset that needs no download.
 
 Each image shows one of ten shapes (the label) under a random colour, scale (40-90 % of the side),
-rotation and position, on a textured background: two random colours blended by smooth noise of a
-random grain, plus fine noise. Image `i` of a split is a pure function of (seed, split, i): it is rendered on the fly, at
+rotation and position, on a textured background: a random colour and a perturbation of it (up to
++-0.15 per channel) blended by smooth noise of a random grain, plus fine noise. The texture is kept
+low-contrast and isotropic on purpose: a strong or oriented texture (an early version used sinusoidal
+gratings) survives crops and colour jitter, and contrastive methods then discriminate images by their
+background instead of learning the shapes. Image `i` of a split is a pure function of (seed, split, i): it is rendered on the fly, at
 any resolution, in batches (2x supersampled, so edges are anti-aliased). Labels are for evaluation only.
 
 Raw pixels carry almost no class information (colour, pose and background vary independently of the
@@ -68,27 +71,15 @@ def _shape_mask(cls: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     raise AssertionError(name)
 
 
-PALETTE = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.7, 0.1], [0.15, 0.25, 0.9], [0.95, 0.85, 0.1], [0.9, 0.45, 0.05],
-                        [0.6, 0.15, 0.75], [0.1, 0.75, 0.8], [0.95, 0.95, 0.95], [0.08, 0.08, 0.08], [0.5, 0.5, 0.5]])
-
-
 def _params(index, seed: int, split: int, num_classes: int) -> dict:
     u = uniform(index, 16, seed, split)
     scale = 0.4 + 0.5 * u[:, 1]
-    import os
-    if os.environ.get("CLZOO_PAL", "0") == "1":
-        k = len(PALETTE)
-        i_fg = (u[:, 5] * k).long()
-        i_b1 = (i_fg + 1 + (u[:, 8] * (k - 1)).long()) % k
-        i_b2 = (i_fg + 1 + (u[:, 11] * (k - 1)).long()) % k
-        u = u.clone()
-        u[:, 5:8], u[:, 8:11], u[:, 11:14] = PALETTE[i_fg], PALETTE[i_b1], PALETTE[i_b2]
     return dict(
         label=(u[:, 0] * num_classes).long().clamp_max(num_classes - 1),
         scale=scale,
         angle=2 * math.pi * u[:, 2],
         centre=(1 - scale)[:, None] * (2 * u[:, 3:5] - 1),  # keeps the shape inside the frame
-        fg=u[:, 5:8], bg1=u[:, 8:11], bg2=u[:, 11:14],
+        fg=u[:, 5:8], bg1=u[:, 8:11], bg2=(u[:, 8:11] + 0.3 * (u[:, 11:14] - 0.5)).clamp(0, 1),
         freq=1 + 4 * u[:, 14],  # background texture grain
     )
 
@@ -118,13 +109,10 @@ def render(index, image_size: int, seed: int = 0, split: str = "train",
     grain = (2 + (p["freq"] - 1)).long()  # 2-6 blobs across the image
     blend = torch.stack([F.interpolate(torch.rand(1, 1, int(n), int(n), generator=gi), size=(image_size, image_size),
                                        mode="bicubic", align_corners=False)[0] for n, gi in zip(grain, g)]).clamp(0, 1)
-    import os
-    _tex = float(os.environ.get("CLZOO_TEX", "1"))
-    blend = blend * _tex
     bg = p["bg1"][:, :, None, None] * (1 - blend) + p["bg2"][:, :, None, None] * blend
     low = max(image_size // 2, 1)
     noise = torch.stack([torch.randn(3, low, low, generator=gi) for gi in g])
-    bg = bg + 0.06 * _tex * F.interpolate(noise, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    bg = bg + 0.05 * F.interpolate(noise, size=(image_size, image_size), mode="bilinear", align_corners=False)
 
     # Shape coverage, 2x supersampled: map pixels into the shape's frame (translate, rotate, scale) and
     # test inside.

@@ -12,7 +12,7 @@ whatever the batch it lands in or the number of processes. Per-sample torchvisio
   the side, as in SimCLR), `Solarize`, and timm's `RandAugment` (rand-n2-m10-mstd0.5, 15 ops).
 
 `ViewMaker(views, seed)` turns a uint8 batch (a `(B, 3, H, W)` tensor, or a list of `(3, H_i, W_i)`
-tensors of different sizes) and the samples' dataset indices into `{"views": [...], "index": ...}`
+tensors of different sizes; on the CPU or, moved there first, on the GPU) and the samples' dataset indices into `{"views": [...], "index": ...}`
 (+ `"jigsaw"` for PIRL / InfoMin). `build_views(preset, image_size, ...)` builds it from a preset name.
 """
 
@@ -34,7 +34,11 @@ _GRAY = torch.tensor([0.299, 0.587, 0.114])
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (x * _GRAY.view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (x * _GRAY.to(x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+
+def _stats(mean, std, device):
+    return torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1)
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -124,7 +128,7 @@ class RandomResizedCrop:
         boxes = self.boxes(heights, widths, u)
         if torch.is_tensor(images):
             rois = torch.cat((torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes), 1)
-            return roi_align(images.float() / 255, rois, self.size, aligned=True, sampling_ratio=-1)
+            return roi_align(images.float() / 255, rois.to(images.device), self.size, aligned=True, sampling_ratio=-1)
         out = []
         for im, b in zip(images, boxes.long().tolist()):  # images of different sizes: one at a time
             crop = im[:, b[1]:b[3], b[0]:b[2]].float()[None] / 255
@@ -192,7 +196,7 @@ class GaussianBlur:
         B, C, H, W = x.shape
         sigma = (self.sigma[0] + (self.sigma[1] - self.sigma[0]) * u[:, 1]) * H / 224
         radius = max(1, int(0.1 * H) // 2)
-        t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
         k = torch.exp(-0.5 * (t[None] / sigma[:, None]) ** 2)
         k = (k / k.sum(1, keepdim=True)).repeat_interleave(C, 0)  # (B*C, K)
         y = F.pad(x.reshape(1, B * C, H, W), (radius, radius, radius, radius), mode="reflect")
@@ -216,6 +220,7 @@ class Solarize:
 def _affine(x, matrices, fill):
     grid = F.affine_grid(matrices, list(x.shape), align_corners=False)
     ones = torch.ones_like(x[:, :1])
+    fill = fill.to(x.device)
     out = F.grid_sample(torch.cat((x, ones), 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     inside = out[:, 3:]
     return out[:, :3] + (1 - inside) * fill.view(1, 3, 1, 1)
@@ -225,12 +230,12 @@ def _equalize(x):
     """PIL `ImageOps.equalize` per channel, on 8-bit values."""
     B, C, H, W = x.shape
     v = (x * 255).round().long().view(B * C, H * W)
-    hist = torch.zeros(B * C, 256).scatter_add_(1, v, torch.ones_like(v, dtype=torch.float32))
+    hist = torch.zeros(B * C, 256, device=x.device).scatter_add_(1, v, torch.ones_like(v, dtype=torch.float32))
     last = hist.gather(1, (255 - (hist.flip(1) > 0).float().argmax(1))[:, None]).squeeze(1)
     step = torch.div(H * W - last, 255, rounding_mode="floor")
     lut = (torch.cumsum(hist, 1) - hist + torch.div(step, 2, rounding_mode="floor")[:, None])
     lut = torch.div(lut, step.clamp_min(1)[:, None], rounding_mode="floor").clamp(0, 255)
-    lut = torch.where((step > 0)[:, None], lut, torch.arange(256.0).expand(B * C, 256))
+    lut = torch.where((step > 0)[:, None], lut, torch.arange(256.0, device=x.device).expand(B * C, 256))
     return (lut.gather(1, v) / 255).view(B, C, H, W)
 
 
@@ -242,7 +247,7 @@ def _autocontrast(x):
 
 
 def _sharpness(x, f):
-    k = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]) / 13
+    k = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], device=x.device) / 13
     B, C, H, W = x.shape
     smooth = F.conv2d(x.reshape(B * C, 1, H, W), k.view(1, 1, 3, 3), padding=1).view(B, C, H, W)
     smooth[..., 0, :], smooth[..., -1, :], smooth[..., :, 0], smooth[..., :, -1] = \
@@ -273,7 +278,7 @@ class RandAugment:
     def _op(self, name, x, m, sign):
         lvl = m / 10.0
         fill = torch.tensor(self.fill)
-        eye = torch.eye(2, 3).expand(len(x), 2, 3).clone()
+        eye = torch.eye(2, 3, device=x.device).expand(len(x), 2, 3).clone()
         if name == "AutoContrast":
             return _autocontrast(x)
         if name == "Equalize":
@@ -335,8 +340,8 @@ class View:
     def __call__(self, images, index, *keys) -> torch.Tensor:
         x = self.crop(images, uniform(index, self.crop.n, *keys, 0))
         for k, stage in enumerate(self.stages, start=1):
-            x = stage(x, uniform(index, stage.n, *keys, k))
-        mean, std = torch.tensor(self.mean).view(1, 3, 1, 1), torch.tensor(self.std).view(1, 3, 1, 1)
+            x = stage(x, uniform(index, stage.n, *keys, k).to(x.device))
+        mean, std = _stats(self.mean, self.std, x.device)
         return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
@@ -357,27 +362,29 @@ class Jigsaw:
         cell = max(2, round(self.size * 255 / 224) // self.grid)
         patch = max(1, round(cell * 64 / 85))
         full = RandomResizedCrop(cell * self.grid, scale=(0.6, 1.0))(images, uniform(index, 30, *keys, 0))
-        full = HorizontalFlip(self.flip)(full, uniform(index, 1, *keys, 1))
+        dev = full.device
+        full = HorizontalFlip(self.flip)(full, uniform(index, 1, *keys, 1).to(dev))
         B, G = len(full), self.grid * self.grid
-        u = uniform(index, 3 * G, *keys, 2)
+        u = uniform(index, 3 * G, *keys, 2).to(dev)
         offs = (u[:, :2 * G] * (cell - patch + 1)).floor().long().view(B, G, 2)
-        ar = torch.arange(patch)
+        ar = torch.arange(patch, device=dev)
         patches = []
         for g in range(G):
             r, c = divmod(g, self.grid)
             ys = r * cell + offs[:, g, 0, None] + ar  # (B, patch)
             xs = c * cell + offs[:, g, 1, None] + ar
-            patches.append(full[torch.arange(B)[:, None, None, None], torch.arange(3)[None, :, None, None],
+            patches.append(full[torch.arange(B, device=dev)[:, None, None, None], torch.arange(3, device=dev)[None, :, None, None],
                                 ys[:, None, :, None], xs[:, None, None, :]])
         x = torch.stack(patches, 1).flatten(0, 1)  # (B*9, 3, p, p), sample-major
-        patch_index = (torch.as_tensor(index).reshape(-1, 1) * G + torch.arange(G)).flatten()
+        index = torch.as_tensor(index)
+        patch_index = (index.reshape(-1, 1) * G + torch.arange(G, device=index.device)).flatten()
         for k, stage in enumerate(self.stages, start=3):
-            x = stage(x, uniform(patch_index, stage.n, *keys, k))
+            x = stage(x, uniform(patch_index, stage.n, *keys, k).to(dev))
         x = x.view(B, G, 3, patch, patch)
         order = u[:, 2 * G:].argsort(1)  # a random patch order per image
         x = x.gather(1, order.view(B, G, 1, 1, 1).expand_as(x))
-        mean, std = torch.tensor(self.mean).view(1, 1, 3, 1, 1), torch.tensor(self.std).view(1, 1, 3, 1, 1)
-        return (x - mean) / std
+        mean, std = _stats(self.mean, self.std, dev)
+        return (x - mean[:, None]) / std[:, None]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -481,5 +488,5 @@ def eval_transform(images, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD
         x = images.float() / 255
     else:
         x = one(images) if torch.is_tensor(images) and images.dim() == 3 else torch.cat([one(im) for im in images])
-    mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    mean, std = _stats(mean, std, x.device)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)

@@ -18,22 +18,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..modules.dist import gather, gather_no_grad, rank
-from ..modules.heads import MLPHead
-from ..modules.losses import nt_xent
+from ..modules.dist import gather_no_grad, rank
 from ..modules.momentum import ema_update, momentum_copy
-from ..modules.optim import split_decay
 from ..modules.queue import Queue
+from .simclr import SimCLR
 
 
-class SimCLRv2(nn.Module):
+class SimCLRv2(SimCLR):
+    """SimCLR (projector, NT-Xent, LARS groups) with a 3-layer head and the optional momentum memory."""
+
     def __init__(self, backbone: nn.Module, info=None, tau: float = 0.1, proj_hidden_dim: int | None = None,
                  proj_dim: int = 128, proj_layers: int = 3, memory_size: int = 0, m: float = 0.999):
-        super().__init__()
-        self.backbone, self.tau, self.m = backbone, tau, m
-        hidden = proj_hidden_dim or backbone.num_features
-        self.projector = MLPHead(backbone.num_features, [hidden] * (proj_layers - 1), proj_dim, bn=True, last_bn=True)
-        self.memory_size = memory_size
+        super().__init__(backbone, info, tau=tau, proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim,
+                         proj_layers=proj_layers)
+        self.memory_size, self.m = memory_size, m
         if memory_size:
             self.momentum_backbone = momentum_copy(backbone)
             self.momentum_projector = momentum_copy(self.projector)
@@ -41,12 +39,11 @@ class SimCLRv2(nn.Module):
         self._pending: list[torch.Tensor] = []
 
     def forward(self, batch: dict, step: int):
+        if not self.memory_size:  # the released code: v1's NT-Xent
+            return super().forward(batch, step)
         x1, x2 = batch["views"][:2]
         z = F.normalize(self.projector(self.backbone(torch.cat((x1, x2)))), dim=1)
         z1, z2 = z.float().chunk(2)
-        logs = {"pos_sim": (z1 * z2).sum(1).mean().detach()}
-        if not self.memory_size:
-            return nt_xent(z1, z2, self.tau, gather(z1), gather(z2), offset=rank() * len(z1)), logs
         with torch.no_grad():
             k = F.normalize(self.momentum_projector(self.momentum_backbone(torch.cat((x1, x2)))), dim=1).float()
             k1, k2 = gather_no_grad(k[:len(x1)]), gather_no_grad(k[len(x1):])
@@ -57,7 +54,7 @@ class SimCLRv2(nn.Module):
             logits = torch.cat((q @ keys.T, q @ queue.T), 1) / self.tau
             loss = loss + F.cross_entropy(logits, labels) / 2
         self._pending += [k1, k2]
-        return loss, logs
+        return loss, {"pos_sim": (z1 * z2).sum(1).mean().detach()}
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
@@ -67,6 +64,3 @@ class SimCLRv2(nn.Module):
             for keys in self._pending:
                 self.queue.enqueue(keys)
         self._pending = []
-
-    def param_groups(self) -> list[dict]:
-        return split_decay(self)
