@@ -40,6 +40,7 @@ DEFAULTS: dict = {
     "channels_last": True,
     "sync_bn": False,           # SyncBatchNorm across processes (CUDA only)
     "num_workers": 0,
+    "threads": 0,               # torch CPU threads per process; 0: the cores / processes (OMP_NUM_THREADS wins)
     "optimizer": "sgd",         # sgd | lars | adamw
     "lr": 0.03,                 # base lr, scaled by lr_scaling with the global batch
     "lr_scaling": "linear",     # linear (x N/256) | sqrt (x sqrt(N)) | none

@@ -126,7 +126,10 @@ def train(cfg: dict) -> dict:
     accelerator = Accelerator(mixed_precision=cfg["mixed_precision"],
                               kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
-    if device.type == "cpu" and world > 1:  # share the cores between the processes of this machine
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    elif device.type == "cpu" and world > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # share the cores between the processes of this machine
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     log = accelerator.print
     N, A = cfg["batch_size"], cfg["grad_accum"]

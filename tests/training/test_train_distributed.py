@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_worker.py")
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_dist_worker.py")
 
 
 def _env(tmp_path):
