@@ -1,10 +1,11 @@
 """Datasets for pre-training and evaluation.
 
-    build_dataset(spec, split="train", image_size=224, seed=0, *, num_samples=None, transform=None)
-        -> torch.utils.data.Dataset of (image, label)
+    build_dataset(spec, split="train", image_size=224, seed=0, *, num_samples=None, transform=None,
+                  **synthetic_args) -> torch.utils.data.Dataset of (image, label)
 
 * `spec="synthetic"`: the embedded procedural shapes set (data/synthetic.py); images are uint8
-  `(3, image_size, image_size)` tensors rendered from (seed, split, index); splits "train" / "test".
+  `(3, image_size, image_size)` tensors rendered from (seed, split, index); splits "train" / "test";
+  `synthetic_args`: `num_classes` (2-10, the first shapes) and `texture` (background texture scale).
 * `spec=PATH`: an ImageFolder tree. `PATH/train` + `PATH/val` (or `PATH/test`) when present, else `PATH`
   itself is the train split. Images are decoded to uint8 `(3, H, W)` tensors with the shorter side
   resized to `image_size * 256 / 224` (aspect kept; crops happen in the augmentation). An unreadable
@@ -117,13 +118,15 @@ class _Transformed(torch.utils.data.Dataset):
 
 
 def build_dataset(spec: str, split: str = "train", image_size: int = 224, seed: int = 0, *,
-                  num_samples: int | None = None, transform=None) -> torch.utils.data.Dataset:
+                  num_samples: int | None = None, transform=None, **synthetic_args) -> torch.utils.data.Dataset:
     """See the module docstring. Every dataset has `.targets` (a label tensor) and `len()`."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if spec == "synthetic":
-        ds = SyntheticShapes(split, image_size, seed, num_samples)
+        ds = SyntheticShapes(split, image_size, seed, num_samples, **synthetic_args)
         return _Transformed(ds, transform) if transform else ds
+    if synthetic_args:
+        raise ValueError(f"{sorted(synthetic_args)}: options of the synthetic dataset only, not of {spec!r}")
     if spec.startswith("hf:"):
         return HFDataset(spec[3:], split, image_size, transform)
     if not os.path.isdir(spec):

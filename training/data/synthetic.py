@@ -71,7 +71,7 @@ def _shape_mask(cls: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     raise AssertionError(name)
 
 
-def _params(index, seed: int, split: int, num_classes: int) -> dict:
+def _params(index, seed: int, split: int, num_classes: int, texture: float = 1.0) -> dict:
     u = uniform(index, 16, seed, split)
     scale = 0.4 + 0.5 * u[:, 1]
     return dict(
@@ -79,7 +79,7 @@ def _params(index, seed: int, split: int, num_classes: int) -> dict:
         scale=scale,
         angle=2 * math.pi * u[:, 2],
         centre=(1 - scale)[:, None] * (2 * u[:, 3:5] - 1),  # keeps the shape inside the frame
-        fg=u[:, 5:8], bg1=u[:, 8:11], bg2=(u[:, 8:11] + 0.3 * (u[:, 11:14] - 0.5)).clamp(0, 1),
+        fg=u[:, 5:8], bg1=u[:, 8:11], bg2=(u[:, 8:11] + 0.3 * texture * (u[:, 11:14] - 0.5)).clamp(0, 1),
         freq=1 + 4 * u[:, 14],  # background texture grain
     )
 
@@ -90,11 +90,12 @@ def labels(index, seed: int = 0, split: str = "train", num_classes: int = len(CL
 
 
 def render(index, image_size: int, seed: int = 0, split: str = "train",
-           num_classes: int = len(CLASSES)) -> torch.Tensor:
-    """(len(index), 3, image_size, image_size) uint8 images."""
+           num_classes: int = len(CLASSES), texture: float = 1.0) -> torch.Tensor:
+    """(len(index), 3, image_size, image_size) uint8 images. `texture` scales the background's blotches and
+    fine noise (0: a flat background, an easier variant for short tests)."""
     split_id = SPLITS[split]
     index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
-    p = _params(index, seed, split_id, num_classes)
+    p = _params(index, seed, split_id, num_classes, texture)
     B, ss = len(index), 2
 
     def grid(size):
@@ -112,7 +113,7 @@ def render(index, image_size: int, seed: int = 0, split: str = "train",
     bg = p["bg1"][:, :, None, None] * (1 - blend) + p["bg2"][:, :, None, None] * blend
     low = max(image_size // 2, 1)
     noise = torch.stack([torch.randn(3, low, low, generator=gi) for gi in g])
-    bg = bg + 0.05 * F.interpolate(noise, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    bg = bg + 0.05 * texture * F.interpolate(noise, size=(image_size, image_size), mode="bilinear", align_corners=False)
 
     # Shape coverage, 2x supersampled: map pixels into the shape's frame (translate, rotate, scale) and
     # test inside.
@@ -140,12 +141,13 @@ class SyntheticShapes(torch.utils.data.Dataset):
     are cached while the split fits in `cache_bytes`."""
 
     def __init__(self, split: str = "train", image_size: int = 32, seed: int = 0, num_samples: int | None = None,
-                 num_classes: int = len(CLASSES), cache_bytes: int = 1 << 30):
+                 num_classes: int = len(CLASSES), texture: float = 1.0, cache_bytes: int = 1 << 30):
         if split not in SPLITS:
             raise ValueError(f"synthetic split must be one of {sorted(SPLITS)}, got {split!r}")
         if not 2 <= num_classes <= len(CLASSES):
             raise ValueError(f"synthetic num_classes must be in [2, {len(CLASSES)}], got {num_classes}")
         self.split, self.image_size, self.seed, self.num_classes = split, image_size, seed, num_classes
+        self.texture = float(texture)
         self.num_samples = DEFAULT_SIZES[split] if num_samples is None else int(num_samples)
         self.classes = list(CLASSES[:num_classes])
         self.targets = labels(torch.arange(self.num_samples), seed, split, num_classes)
@@ -158,11 +160,11 @@ class SyntheticShapes(torch.utils.data.Dataset):
 
     def _images(self, index: torch.Tensor) -> torch.Tensor:
         if self._cache is None:
-            return render(index, self.image_size, self.seed, self.split, self.num_classes)
+            return render(index, self.image_size, self.seed, self.split, self.num_classes, self.texture)
         todo = index[~self._cached[index]].unique()
         for start in range(0, len(todo), 256):
             chunk = todo[start:start + 256]
-            self._cache[chunk] = render(chunk, self.image_size, self.seed, self.split, self.num_classes)
+            self._cache[chunk] = render(chunk, self.image_size, self.seed, self.split, self.num_classes, self.texture)
             self._cached[chunk] = True
         return self._cache[index]
 
