@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_conv2d, create_pool2d
+from timm.layers.selective_kernel import SelectiveKernelAttn
 from timm.models import ResNet, VisionTransformer
 from timm.models._features import feature_take_indices
 from timm.models.resnet import BasicBlock, Bottleneck
@@ -35,7 +36,7 @@ from .._builder import build_encoder
 
 __all__ = [
     "build_resnet", "build_sk_resnet", "build_vit", "build_mocov3_vit", "build_cmc",
-    "CMCResNet", "rgb_to_lab", "mocov3_sincos_pos_embed",
+    "CMCResNet", "rgb_to_lab", "mocov3_sincos_pos_embed", "TFSameAvgPool2x2", "TFPaddedAvgPool2x2",
 ]
 
 RESNET_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
@@ -80,13 +81,54 @@ def _tf_same_padding(model: ResNet, mode: str) -> None:
             block.conv2 = _same_conv(block.conv2)
 
 
-def _make_resnet(*, width: int = 1, same_padding: Optional[str] = None, **kwargs) -> ResNet:
+class TFSameAvgPool2x2(nn.Module):
+    """`tf.layers.average_pooling2d(pool_size=2, strides=1, padding='SAME')`.
+
+    TF 'SAME' pads one row/column *after* the input and, for average pooling, leaves the padded
+    positions out of the mean. SimCLR v2's ResNet-D shortcut applies it in the first block of the first
+    group, where timm's `avg_down` has no pooling at all.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, 1)
+        valid = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), (0, 1, 0, 1)), 2, 1)
+        return total / valid
+
+
+class TFPaddedAvgPool2x2(nn.Module):
+    """SimCLR's `fixed_padding(x, 2)` + 2x2/2 'VALID' average pool: one zero row/column after, counted.
+
+    Equals timm's `AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)` on even sizes only.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, 2)
+
+
+def _tf_sk_blocks(model: ResNet, sk_ratio: float, min_dim: int = 32) -> None:
+    """SimCLR v2 SK details: attention width max(int(C * sk_ratio), 32) per block (timm's make_divisible
+    rounds 4..16 up to the divisor instead), and the TF pooling in the ResNet-D shortcuts."""
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in stage:
+            attn, channels = block.conv2.attn, block.conv2.paths[0].conv.out_channels
+            ref = attn.fc_reduce.weight
+            block.conv2.attn = SelectiveKernelAttn(channels, 2, max(int(channels * sk_ratio), min_dim),
+                                                   device=ref.device, dtype=ref.dtype)
+            if block.downsample is not None:
+                pool = block.downsample[0]
+                block.downsample[0] = TFSameAvgPool2x2() if isinstance(pool, nn.Identity) else TFPaddedAvgPool2x2()
+
+
+def _make_resnet(*, width: int = 1, same_padding: Optional[str] = None, sk_ratio: Optional[float] = None,
+                 **kwargs) -> ResNet:
     kwargs.setdefault("channels", tuple(c * width for c in (64, 128, 256, 512)))
     model = ResNet(**kwargs)
     if width != 1:
         _widen_stem(model, 64 * width, kwargs.get("in_chans", 3))
     if same_padding:
         _tf_same_padding(model, same_padding)
+    if sk_ratio:
+        _tf_sk_blocks(model, sk_ratio)
     return model
 
 
@@ -100,17 +142,18 @@ def build_resnet(variant: str, pretrained: bool = False, *, depth: int = 50, wid
 
 def build_sk_resnet(variant: str, pretrained: bool = False, *, depth: int = 50, width: int = 1,
                     **kwargs) -> ResNet:
-    """SimCLR v2 'sk1' ResNet: ResNet-D (deep stem, avg-pool shortcut) with Selective-Kernel 3x3 convs.
+    """SimCLR v2 'sk1' ResNet (google-research/simclr resnet.py with sk_ratio 0.0625).
 
-    The TF SK conv computes both 3x3 paths as one conv with 2x outputs (no input split), and its
-    attention width is max(filters/16, 32); rd_divisor=16 reproduces that for the 1x/2x/3x widths.
+    ResNet-D: a deep stem of three 3x3 convs (32w, 32w, 64w) and average-pooled projection shortcuts,
+    TF 'SAME' stem max-pool; Selective-Kernel 3x3 convs computed as one conv with 2x outputs (no input
+    split, both paths 3x3 without dilation) and an attention of width max(int(filters / 16), 32).
     """
-    sk_kwargs = dict(kernel_size=[3, 3], split_input=False, rd_ratio=1 / 16, rd_divisor=16)
+    sk_kwargs = dict(kernel_size=[3, 3], split_input=False)
     model_args = dict(
         block=SelectiveKernelBottleneck, layers=RESNET_LAYERS[depth], stem_width=32 * width,
         stem_type="deep", avg_down=True, channels=tuple(c * width for c in (64, 128, 256, 512)),
         block_args=dict(sk_kwargs=sk_kwargs), zero_init_last=False)
-    model_cls = partial(_make_resnet, width=1, same_padding="maxpool")
+    model_cls = partial(_make_resnet, width=1, same_padding="maxpool", sk_ratio=0.0625)
     return build_encoder(model_cls, variant, pretrained, **dict(model_args, **kwargs))
 
 
