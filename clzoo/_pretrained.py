@@ -265,6 +265,8 @@ def resolve_weights(cfg: PretrainedCfg, weights_format: Optional[str], name: str
             if _verified(out, format=fmt, format_version=fmt_obj.version, source=url):
                 return dataclasses.replace(cfg, file=str(out))
         raw = download(url, cache_dir=cache, progress=progress, sha256=expected_sha)
+        for companion in fmt_obj.companion_urls(url) if fmt_obj.companion_urls else ():
+            download(companion, cache_dir=cache, progress=progress)
         return dataclasses.replace(cfg, file=str(_convert_cached(raw, fmt, out, source=url)))
 
     raise NoPretrainedWeightsError(
