@@ -16,11 +16,12 @@ from ._registry import (NoPretrainedWeightsError, UnknownModelError, get_pretrai
 from ._serialization import UnsafeCheckpointError, load_checkpoint_file
 from .convert import ConversionError, convert_checkpoint, list_formats
 from .knn import knn_accuracy, knn_classify
+from .pretraining import NoHeadsError, PretrainingCheckpoint, load_pretraining_checkpoint
 
 __all__ = [
     "create_model", "list_models", "list_pretrained", "get_pretrained_cfg", "model_info", "list_aliases",
     "list_methods", "get_weights_info", "convert_file", "convert_checkpoint", "list_formats", "download",
     "get_cache_dir", "load_checkpoint_file", "check_state_dict", "knn_classify", "knn_accuracy",
     "UnknownModelError", "NoPretrainedWeightsError", "CheckpointMismatchError", "UnsafeCheckpointError",
-    "ConversionError", "DownloadError",
+    "ConversionError", "DownloadError", "load_pretraining_checkpoint", "PretrainingCheckpoint", "NoHeadsError",
 ]

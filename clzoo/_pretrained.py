@@ -34,7 +34,7 @@ from timm.models._pretrained import PretrainedCfg
 
 from .convert import get_format, load_and_convert
 
-__all__ = ["get_cache_dir", "mirror_url", "download", "resolve_weights", "convert_file",
+__all__ = ["get_cache_dir", "mirror_url", "download", "download_official", "resolve_weights", "convert_file",
            "DownloadError", "sha256_file"]
 
 _logger = logging.getLogger(__name__)
@@ -180,6 +180,14 @@ def download(url: str, cache_dir: Optional[Union[str, Path]] = None, progress: b
                             f"{parts.path}, or pass the file: pretrained_cfg_overlay=dict(file=PATH)")
 
 
+def download_official(url: str, fmt, cache_dir=None, progress: bool = True, sha256: Optional[str] = None) -> Path:
+    """The official file at `url` (and the files released beside it, e.g. a TF data shard) in the cache."""
+    raw = download(url, cache_dir=cache_dir, progress=progress, sha256=sha256)
+    for companion in fmt.companion_urls(url) if fmt.companion_urls else ():
+        download(companion, cache_dir=cache_dir, progress=progress)
+    return raw
+
+
 def _save_converted(state_dict: Dict[str, torch.Tensor], out: Path, **meta: Any) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -264,9 +272,7 @@ def resolve_weights(cfg: PretrainedCfg, weights_format: Optional[str], name: str
         with FileLock(str(out) + ".lock"):
             if _verified(out, format=fmt, format_version=fmt_obj.version, source=url):
                 return dataclasses.replace(cfg, file=str(out))
-        raw = download(url, cache_dir=cache, progress=progress, sha256=expected_sha)
-        for companion in fmt_obj.companion_urls(url) if fmt_obj.companion_urls else ():
-            download(companion, cache_dir=cache, progress=progress)
+        raw = download_official(url, fmt_obj, cache_dir=cache, progress=progress, sha256=expected_sha)
         return dataclasses.replace(cfg, file=str(_convert_cached(raw, fmt, out, source=url)))
 
     raise NoPretrainedWeightsError(
