@@ -17,6 +17,9 @@ from ._serialization import UnsafeCheckpointError, load_checkpoint_file
 from .convert import ConversionError, convert_checkpoint, list_formats
 from .knn import knn_accuracy, knn_classify
 from .pretraining import NoHeadsError, PretrainingCheckpoint, load_pretraining_checkpoint
+from .hub import HubError, push_to_hub
+from .attention import attention_maps, attention_masks, attention_rollout
+from .features import Embeddings, SimpleFeaturePyramid, extract_features, load_encoder, load_features
 
 __all__ = [
     "create_model", "list_models", "list_pretrained", "get_pretrained_cfg", "model_info", "list_aliases",
@@ -24,4 +27,6 @@ __all__ = [
     "get_cache_dir", "load_checkpoint_file", "check_state_dict", "knn_classify", "knn_accuracy",
     "UnknownModelError", "NoPretrainedWeightsError", "CheckpointMismatchError", "UnsafeCheckpointError",
     "ConversionError", "DownloadError", "load_pretraining_checkpoint", "PretrainingCheckpoint", "NoHeadsError",
+    "extract_features", "load_features", "load_encoder", "Embeddings", "SimpleFeaturePyramid",
+    "attention_maps", "attention_masks", "attention_rollout", "push_to_hub", "HubError",
 ]

@@ -25,8 +25,13 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
             Hugging Face Hub id, else its official URL (or $CLZOO_MIRROR), converted and cached once.
         **kwargs: timm kwargs (num_classes, global_pool, features_only, out_indices, img_size, in_chans,
             drop_path_rate, pretrained_cfg_overlay, cache_dir, ...). `num_classes` defaults to 0 so the
-            model returns its pooled embedding.
+            model returns its pooled embedding. `features_only=True, feature_cls="pyramid"` gives a ViT's
+            simple feature pyramid (`clzoo.features.SimpleFeaturePyramid`).
     """
+    if kwargs.get("feature_cls") == "pyramid":  # ViTDet's simple feature pyramid, strides 4/8/16/32
+        from .features import SimpleFeaturePyramid
+        kwargs["feature_cls"] = SimpleFeaturePyramid
+        kwargs.setdefault("out_indices", (0, 1, 2, 3))
     source, _ = parse_model_name(model_name)
     if source is None:
         if is_clzoo_model(model_name):

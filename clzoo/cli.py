@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 __all__ = ["main", "build_parser"]
@@ -112,6 +114,95 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_push(args) -> int:
+    from clzoo.hub import HubError, push_to_hub
+    try:
+        info = push_to_hub(args.source, args.repo_id, private=args.private, token=args.token, endpoint=args.endpoint,
+                           commit_message=args.message, overwrite_card=args.overwrite_card, license=args.license,
+                           file=args.file)
+    except (HubError, ValueError) as e:
+        print(f"clzoo push: {e}", file=sys.stderr)
+        return 2
+    print(f"pushed {args.source} to {args.repo_id}: {info.commit_url}")
+    print(f"load it with clzoo.create_model('hf-hub:{args.repo_id}', pretrained=True)")
+    return 0
+
+
+def _cmd_cards(args) -> int:
+    from clzoo.cards import check_cards, write_cards
+    if args.write:
+        changed = write_cards(args.dir)
+        print(f"{len(changed)} card(s) written or removed in {args.dir}" + "".join(f"\n  {c}" for c in changed))
+        return 0
+    problems = check_cards(args.dir)
+    if problems:
+        print("\n".join(problems) + "\nmodel cards are not current: run `clzoo cards --write`", file=sys.stderr)
+        return 1
+    print(f"model cards in {args.dir} are current")
+    return 0
+
+
+def add_encoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="a clzoo/timm name (its pretrained weights), or a training run directory")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--weights", help="a checkpoint file for the architecture --model names")
+    weights.add_argument("--random-init", action="store_true", help="random weights (no download)")
+    p.add_argument("--img-size", type=int, help="input size (ViTs are built for it)")
+
+
+def load_encoder_from_args(args, **kwargs):
+    from clzoo.features import load_encoder
+    return load_encoder(args.model, weights=args.weights, pretrained=not args.random_init,
+                        img_size=args.img_size, **kwargs)
+
+
+def _cmd_extract(args) -> int:
+    import torch
+
+    from clzoo.features import extract_features
+    model = load_encoder_from_args(args)
+    if args.device:
+        model.to(torch.device(args.device))
+    emb = extract_features(model, args.images, batch_size=args.batch_size, num_workers=args.workers,
+                           out=args.out, chunk_size=args.chunk_size)
+    print(f"wrote {args.out}: {emb.features.shape[0]} x {emb.features.shape[1]} embeddings of {args.images} "
+          f"(rows in file-name order; clzoo.load_features reads them)")
+    return 0
+
+
+def _cmd_attention(args) -> int:
+    import torch
+    from PIL import Image
+
+    from clzoo.attention import attention_maps, attention_rollout, save_attention_figure
+    from clzoo.features import data_config, eval_transform
+    model = load_encoder_from_args(args, **(dict(dynamic_img_size=True) if args.image_size else {}))
+    if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
+        print(f"clzoo attention: {args.model} is not a ViT ({type(model).__name__}); attention maps need one",
+              file=sys.stderr)
+        return 2
+    cfg = data_config(model)
+    with Image.open(args.image) as img:
+        img = img.convert("RGB")
+        if args.image_size:  # DINO's visualisation: the whole image, resized to a multiple of the patch size
+            from torchvision import transforms
+            patch = model.patch_embed.patch_size[0]
+            side = max(patch, args.image_size // patch * patch)
+            x = transforms.Compose([transforms.Resize((side, side), interpolation=transforms.InterpolationMode.BICUBIC),
+                                    transforms.ToTensor(), transforms.Normalize(cfg["mean"], cfg["std"])])(img)
+        else:
+            x = eval_transform(cfg)(img)
+    shown = x * torch.tensor(cfg["std"]).view(3, 1, 1) + torch.tensor(cfg["mean"]).view(3, 1, 1)
+    maps = attention_maps(model, x[None])[0]
+    rollout = attention_rollout(model, x[None])[0] if args.rollout else None
+    title = f"{args.model}{' (random init)' if args.random_init else ''}: {Path(args.image).name}"
+    save_attention_figure(args.out, shown, maps, mass=args.mass, rollout=rollout, title=title)
+    print(f"wrote {args.out}: {maps.shape[0]} heads, {maps.shape[1]}x{maps.shape[2]} patches, "
+          f"mask keeps {args.mass:.0%} of the mean map's attention")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clzoo", description="Self-supervised encoders as timm models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +225,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output .safetensors path")
     p.add_argument("--format", help="override the entry's checkpoint format (see clzoo.list_formats())")
     p.set_defaults(fn=_cmd_convert)
+
+    p = sub.add_parser("push", help="push an entry, or a training run directory, to the Hugging Face Hub")
+    p.add_argument("source", help="a run directory (model.safetensors + config.json) or a clzoo name with weights")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--token", help="a write token (default: $HF_TOKEN or the one `hf auth login` stored)")
+    p.add_argument("--endpoint", help="the Hub's URL (default: $HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--message", help="commit message")
+    p.add_argument("--overwrite-card", action="store_true", help="replace the repo's README.md (kept by default)")
+    p.add_argument("--license", help="licence of a run's weights, e.g. apache-2.0 (default: its init_from entry's, else none)")
+    p.add_argument("--file", help="an entry's official file, converted instead of downloading it")
+    p.set_defaults(fn=_cmd_push)
+
+    from clzoo.cards import CARDS_DIR
+    p = sub.add_parser("cards", help="model cards of every entry with weights: check or regenerate model_cards/")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="fail when a card is missing, stale or orphaned")
+    mode.add_argument("--write", action="store_true", help="regenerate the cards from the registry")
+    p.add_argument("--dir", default=str(CARDS_DIR), help=f"card folder (default: {CARDS_DIR})")
+    p.set_defaults(fn=_cmd_cards)
+
+    p = sub.add_parser("extract", help="pooled embeddings of a folder of images, to a safetensors file")
+    add_encoder_args(p)
+    p.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--out", required=True, help="output .safetensors (features, names; resumable)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="data-loading processes")
+    p.add_argument("--device", help="e.g. cuda, cuda:1 (default: cpu)")
+    p.add_argument("--chunk-size", type=int, default=10_000, help="images per saved chunk (resume granularity)")
+    p.set_defaults(fn=_cmd_extract)
+
+    p = sub.add_parser("attention", help="a ViT's last-block [CLS] attention per head, as a PNG grid")
+    add_encoder_args(p)
+    p.add_argument("--image", required=True)
+    p.add_argument("--out", required=True, help="output .png")
+    p.add_argument("--mass", type=float, default=0.6, help="fraction of the attention the mask keeps (DINO: 0.6)")
+    p.add_argument("--image-size", type=int,
+                   help="resize the whole image to this square size (no crop), as DINO's visualisation does; "
+                        "default: the model's own preprocessing")
+    p.add_argument("--rollout", action="store_true", help="add an attention-rollout panel")
+    p.set_defaults(fn=_cmd_attention)
     return parser
 
 

@@ -1,0 +1,116 @@
+"""End-to-end runs of training/pretrain.py, in-process: export, resume exactness, NaN stop, gradient
+accumulation, --init-from."""
+
+import json
+import os
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from training import pretrain
+from training.methods.mocov1 import MoCo
+from training.methods.simclr import SimCLR
+
+TINY = ["--model", "test_resnet", "--image-size", "32", "--batch-size", "32", "--data-args.num_samples", "128",
+        "--knn.train_samples", "128", "--knn.test_samples", "64", "--knn.every", "0"]
+
+
+def run(tmp_path, name, *args):
+    out = str(tmp_path / name)
+    return pretrain.main([*TINY, "--output", out, *args]), out
+
+
+def test_cli_run_writes_metrics_checkpoint_and_loadable_export(tmp_path):
+    import clzoo
+    rc, out = run(tmp_path, "simclr", "--method", "simclr", "--max-steps", "3", "--knn.every", "1")
+    assert rc == 0
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all({"step", "epoch", "loss", "lr", "pos_sim"} <= set(r) for r in records)
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["architecture"] == "test_resnet" and cfg["num_classes"] == 0
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    effective = yaml.safe_load(open(os.path.join(out, "run_config.yaml")))
+    assert effective["method"] == "simclr" and effective["batch_size"] == 32 and effective["hparams"]["tau"] == 0.1
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["steps"] == 3 and 0 <= results["knn_top1"] <= 1 and 0 <= results["knn_top1_init"] <= 1
+    assert os.listdir(os.path.join(out, "tensorboard"))
+    model = clzoo.create_model(f"local-dir:{out}", pretrained=True)
+    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    exported = load_file(os.path.join(out, "model.safetensors"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, exported[k]) and torch.equal(v, ckpt["method"]["backbone." + k])
+
+
+def _final_state(out):
+    return torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    args = ["--method", "mocov2", "--max-steps", "6", "--save-every", "2", "--hparams.K", "64",
+            "--hparams.bn_splits", "2", "--lr", "0.3"]
+    rc, full = run(tmp_path, "full", *args)
+    assert rc == 0
+
+    original = MoCo.after_optimizer_step
+
+    def preempted(self, step):
+        original(self, step)
+        if step == 4:  # killed after the 5th step; the last checkpoint is from step 4
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(MoCo, "after_optimizer_step", preempted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "cut", *args)
+    assert _final_state(str(tmp_path / "cut"))["step"] == 4
+    monkeypatch.setattr(MoCo, "after_optimizer_step", original)
+    rc, cut = run(tmp_path, "cut", *args, "--resume", str(tmp_path / "cut"))
+    assert rc == 0
+    a, b = _final_state(full), _final_state(cut)
+    assert a["step"] == b["step"] == 6
+    for k in a["method"]:  # weights, momentum encoder, queue, pointer
+        assert torch.equal(a["method"][k], b["method"][k]), k
+    losses = [[json.loads(line)["loss"] for line in open(os.path.join(d, "metrics.jsonl"))] for d in (full, cut)]
+    assert losses[0] == losses[1] and len(losses[0]) == 6
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch, capsys):
+    original = SimCLR.forward
+
+    def poisoned(self, batch, step):
+        loss, logs = original(self, batch, step)
+        return (loss * float("nan") if step == 3 else loss), logs
+
+    monkeypatch.setattr(SimCLR, "forward", poisoned)
+    rc, out = run(tmp_path, "nan", "--method", "simclr", "--max-steps", "6", "--save-every", "2")
+    assert rc == 1
+    assert "loss is nan at step 3" in capsys.readouterr().err
+    assert _final_state(out)["step"] == 2
+    assert not os.path.exists(os.path.join(out, "model.safetensors"))
+
+
+def test_grad_accumulation_updates_queue_once_per_optimizer_step(tmp_path, monkeypatch):
+    calls = []
+    original = MoCo.after_optimizer_step
+
+    def counting(self, step):
+        calls.append((step, len(self._pending)))
+        original(self, step)
+
+    monkeypatch.setattr(MoCo, "after_optimizer_step", counting)
+    rc, out = run(tmp_path, "accum", "--method", "mocov1", "--max-steps", "3", "--grad-accum", "2",
+                  "--hparams.K", "128")
+    assert rc == 0
+    assert calls == [(0, 2), (1, 2), (2, 2)]  # one update per step, with the keys of both micro-batches
+    assert int(_final_state(out)["method"]["queue.ptr"]) == (3 * 32) % 128
+
+
+def test_init_from_starts_from_an_exported_encoder(tmp_path):
+    rc, first = run(tmp_path, "first", "--method", "simclr", "--max-steps", "2", "--knn.every", "1")
+    rc2, second = run(tmp_path, "second", "--method", "simclr", "--max-steps", "1", "--knn.every", "1",
+                      "--init-from", f"local-dir:{first}")
+    assert rc == rc2 == 0
+    r1, r2 = (json.load(open(os.path.join(d, "results.json"))) for d in (first, second))
+    assert r2["knn_top1_init"] == pytest.approx(r1["knn_top1"], abs=1e-9)  # same encoder, same kNN

@@ -1,0 +1,129 @@
+"""Shared pieces: queue, memory bank, EMA, LARS, schedules, heads, split BN, single-process gathers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from training.modules.dist import gather, gather_no_grad, shuffle_bn_forward
+from training.modules.heads import JigsawHead, MLPHead, SplitBatchNorm, convert_split_bn
+from training.modules.memory_bank import MemoryBank
+from training.modules.momentum import ema_update, momentum_copy
+from training.modules.optim import LARS, build_optimizer, cosine_schedule, scaled_lr, split_decay, step_schedule
+from training.modules.queue import Queue
+
+
+def test_queue_fifo_wraps():
+    q = Queue(5, 2)
+    assert torch.allclose(q.queue.norm(dim=1), torch.ones(5))
+    keys = torch.arange(14, dtype=torch.float32).view(7, 2)
+    q.enqueue(keys[:3])
+    q.enqueue(keys[3:7])  # 4 more: slots 3, 4, 0, 1
+    assert int(q.ptr) == 2
+    assert torch.equal(q.queue[[3, 4, 0, 1, 2]], keys[[3, 4, 5, 6, 2]])
+    neg = q.negatives()
+    neg += 1
+    assert not torch.equal(neg, q.queue)  # a copy, as MoCo's queue.clone().detach()
+
+
+def test_memory_bank_momentum_update():
+    bank = MemoryBank(6, 3, generator=torch.Generator().manual_seed(0))
+    stdv = 1 / math.sqrt(3 / 3)
+    assert bank.bank.abs().max() <= stdv
+    old = bank.bank.clone()
+    f = F.normalize(torch.randn(2, 3), dim=1)
+    bank.update(torch.tensor([4, 1]), f, m=0.5)
+    expected = F.normalize(0.5 * old[[4, 1]] + 0.5 * f, dim=1)  # v <- norm(m v + (1 - m) f)
+    assert torch.allclose(bank.bank[[4, 1]], expected)
+    assert torch.equal(bank.bank[[0, 2, 3, 5]], old[[0, 2, 3, 5]])
+
+
+def test_ema_update_parameters_only():
+    online = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    target = momentum_copy(online)
+    assert all(not p.requires_grad for p in target.parameters())
+    with torch.no_grad():
+        for p in online.parameters():
+            p.add_(1.0)
+    online.train()(torch.randn(8, 3))  # moves the online BN buffers
+    before = [p.clone() for p in target.parameters()]
+    ema_update(target, online, m=0.9)
+    for b, t, o in zip(before, target.parameters(), online.parameters()):
+        assert torch.allclose(t, 0.9 * b + 0.1 * o)
+    assert torch.equal(target[1].running_mean, torch.zeros(3))  # buffers are not averaged
+
+
+def test_lars_step_by_hand():
+    w = nn.Parameter(torch.tensor([3.0, 4.0]))
+    b = nn.Parameter(torch.tensor([1.0]))
+    opt = LARS([{"params": [w], "lars": True}, {"params": [b], "lars": False, "weight_decay": 0.0}],
+               lr=0.1, weight_decay=0.5, momentum=0.9, eta=0.001)
+    w.grad, b.grad = torch.tensor([1.0, 0.0]), torch.tensor([2.0])
+    opt.step()
+    g = torch.tensor([1.0, 0.0]) + 0.5 * torch.tensor([3.0, 4.0])  # grad + wd * w
+    q = 0.001 * 5.0 / g.norm()  # eta |w| / |g|
+    assert torch.allclose(w.data, torch.tensor([3.0, 4.0]) - 0.1 * q * g)
+    assert torch.allclose(b.data, torch.tensor([1.0 - 0.1 * 2.0]))  # plain SGD for the excluded group
+
+
+def test_param_groups_and_optimizer_flags():
+    m = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    groups = split_decay(m)
+    assert [p.ndim for p in groups[0]["params"]] == [2]
+    assert len(groups[1]["params"]) == 3 and groups[1]["weight_decay"] is False and groups[1]["lars"] is False
+    opt = build_optimizer(groups, "lars", weight_decay=1e-4)
+    assert [g["wd_scale"] for g in opt.param_groups] == [1.0, 0.0]
+    assert [g["lars"] for g in opt.param_groups] == [True, False]
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer(groups, "adam", weight_decay=0)
+
+
+def test_schedules():
+    s = cosine_schedule(1.0, 0.1, total_steps=10, warmup_steps=2)
+    assert len(s) == 10 and s[0] == 0.0 and s[1] == 0.5 and s[2] == 1.0
+    assert s[-1] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 7 / 8)))  # DINO: last value before 'final'
+    assert np.all(np.diff(s[2:]) <= 0)
+    st = step_schedule(0.03, 200, [0.6, 0.8], [0.1, 0.01])
+    assert st[119] == 0.03 and st[120] == pytest.approx(0.003) and st[160] == pytest.approx(0.0003)
+    assert scaled_lr(0.3, 4096, "linear") == pytest.approx(4.8)
+    assert scaled_lr(0.1, 4096, "sqrt") == pytest.approx(6.4)
+
+
+def test_simclr_head_bn_placement():
+    head = MLPHead(16, [16], 8, bn=True, last_bn=True)
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert head[0].bias is None and head[3].bias is None and not head[4].affine
+    assert [type(m).__name__ for m in MLPHead(16, [16], 8)] == ["Linear", "ReLU", "Linear"]
+
+
+def test_jigsaw_head_concatenates_patches_in_order():
+    head = JigsawHead(6, 4)
+    x = torch.randn(2 * 9, 6)
+    out = head(x)
+    manual = head.fc2(head.fc1(x).reshape(2, 36))
+    assert torch.allclose(out, manual) and out.shape == (2, 4)
+
+
+def test_split_batchnorm_equals_per_chunk_bn():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    model = convert_split_bn(nn.Sequential(bn), 2)
+    assert isinstance(model[0], SplitBatchNorm)
+    x = torch.randn(8, 3, 4, 4)
+    # MoCo colab: input.view(-1, C * S, H, W) puts samples i, i + S, ... in split i % S
+    ref = torch.empty_like(x)
+    for s in range(2):
+        ref[s::2] = F.batch_norm(x[s::2], None, None, training=True)
+    assert torch.allclose(model(x), ref, atol=1e-5)
+
+
+def test_single_process_gathers_and_shuffle_bn_are_identity():
+    x = torch.randn(4, 3, requires_grad=True)
+    assert gather(x) is x and gather_no_grad(x) is x
+    enc = nn.Linear(3, 2)
+    out = shuffle_bn_forward(enc, x.detach(), torch.Generator().manual_seed(0))
+    assert torch.allclose(out, enc(x.detach()))  # un-shuffled back to the caller's order

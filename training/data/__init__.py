@@ -1,0 +1,182 @@
+"""Datasets for pre-training and evaluation.
+
+    build_dataset(spec, split="train", image_size=224, seed=0, *, num_samples=None, transform=None)
+        -> torch.utils.data.Dataset of (image, label)
+
+* `spec="synthetic"`: the embedded procedural shapes set (data/synthetic.py); images are uint8
+  `(3, image_size, image_size)` tensors rendered from (seed, split, index); splits "train" / "test".
+* `spec=PATH`: an ImageFolder tree. `PATH/train` + `PATH/val` (or `PATH/test`) when present, else `PATH`
+  itself is the train split. Images are decoded to uint8 `(3, H, W)` tensors with the shorter side
+  resized to `image_size * 256 / 224` (aspect kept; crops happen in the augmentation). An unreadable
+  file raises; the trainer's `SkipUnreadable` wrapper substitutes and counts it.
+* `spec="hf:NAME"`: `datasets.load_dataset(NAME)` (needs `pip install datasets`); split "test" maps to
+  the first of validation / test / val that exists; image column `image` or `img`, label `label`/`labels`.
+
+`transform`, if given, is applied to each image tensor (torchvision v2 transforms accept them).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .synthetic import SyntheticShapes
+
+__all__ = ["build_dataset", "ImageFolderDataset", "SkipUnreadable", "SyntheticShapes"]
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _resize_short(img: torch.Tensor, short: int) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    if min(h, w) == short:
+        return img
+    nh, nw = (short, max(1, round(w * short / h))) if h <= w else (max(1, round(h * short / w)), short)
+    out = F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    return out[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def _to_tensor(pil_image) -> torch.Tensor:
+    arr = np.asarray(pil_image.convert("RGB"))
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """torchvision's ImageFolder layout (root/class/xxx.jpg); items (uint8 tensor, label)."""
+
+    def __init__(self, root: str, image_size: int, transform=None):
+        classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
+        if not classes:
+            raise FileNotFoundError(f"no class folders in {root!r} (expected ROOT/CLASS/IMAGE files)")
+        self.root, self.classes, self.transform = root, classes, transform
+        self.samples = []
+        for label, c in enumerate(classes):
+            for dirpath, _, files in sorted(os.walk(os.path.join(root, c), followlinks=True)):
+                self.samples += [(os.path.join(dirpath, f), label) for f in sorted(files)
+                                 if f.lower().endswith(IMG_EXTENSIONS)]
+        if not self.samples:
+            raise FileNotFoundError(f"no images with extensions {IMG_EXTENSIONS} under {root!r}")
+        self.targets = torch.tensor([s[1] for s in self.samples])
+        self.load_size = round(image_size * 256 / 224)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        path, label = self.samples[i]
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            img.load()  # truncated / corrupt files raise here, not later
+            x = _resize_short(_to_tensor(img), self.load_size)
+        return (self.transform(x) if self.transform else x), label
+
+
+class HFDataset(torch.utils.data.Dataset):
+    def __init__(self, name: str, split: str, image_size: int, transform=None):
+        try:
+            import datasets
+        except ImportError as e:
+            raise ImportError(f"--data hf:{name} needs the `datasets` package: pip install datasets") from e
+        splits = datasets.get_dataset_split_names(name)
+        candidates = ["train"] if split == "train" else ["validation", "test", "val", "valid"]
+        chosen = next((s for s in candidates if s in splits), None)
+        if chosen is None:
+            raise FileNotFoundError(f"hf:{name} has splits {splits}; none of {candidates} for {split!r}")
+        self.ds = datasets.load_dataset(name, split=chosen)
+        cols = self.ds.column_names
+        self.image_key = next((c for c in ("image", "img") if c in cols), None)
+        self.label_key = next((c for c in ("label", "labels", "fine_label") if c in cols), None)
+        if self.image_key is None:
+            raise ValueError(f"hf:{name} has columns {cols}; expected an `image` or `img` column")
+        self.targets = torch.tensor(self.ds[self.label_key]) if self.label_key else torch.zeros(len(self.ds), dtype=torch.long)
+        self.load_size, self.transform = round(image_size * 256 / 224), transform
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        row = self.ds[int(i)]
+        x = _resize_short(_to_tensor(row[self.image_key]), self.load_size)
+        return (self.transform(x) if self.transform else x), int(row[self.label_key]) if self.label_key else 0
+
+
+class _Transformed(torch.utils.data.Dataset):
+    def __init__(self, ds, transform):
+        self.ds, self.transform, self.targets = ds, transform, ds.targets
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        x, y = self.ds[i]
+        return self.transform(x), y
+
+
+def build_dataset(spec: str, split: str = "train", image_size: int = 224, seed: int = 0, *,
+                  num_samples: int | None = None, transform=None) -> torch.utils.data.Dataset:
+    """See the module docstring. Every dataset has `.targets` (a label tensor) and `len()`."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if spec == "synthetic":
+        ds = SyntheticShapes(split, image_size, seed, num_samples)
+        return _Transformed(ds, transform) if transform else ds
+    if spec.startswith("hf:"):
+        return HFDataset(spec[3:], split, image_size, transform)
+    if not os.path.isdir(spec):
+        raise FileNotFoundError(f"--data {spec!r}: not 'synthetic', 'hf:NAME' or an existing folder")
+    sub = {"train": ["train"], "test": ["val", "test", "validation"]}[split]
+    found = next((os.path.join(spec, s) for s in sub if os.path.isdir(os.path.join(spec, s))), None)
+    if found is None:
+        has_splits = any(os.path.isdir(os.path.join(spec, s)) for s in ("train", "val", "test"))
+        if split == "test" or has_splits:
+            raise FileNotFoundError(f"no {split} split under {spec!r} (looked for {sub})")
+        found = spec
+    return ImageFolderDataset(found, image_size, transform)
+
+
+class SkipUnreadable(torch.utils.data.Dataset):
+    """Items (image, label, index, skipped). An image that fails to load is replaced by the next
+    readable one (index + 1, + 2, ...), `index` names the image actually returned and `skipped` counts
+    the failures, so a corrupt file never stops an epoch and batches keep their size."""
+
+    def __init__(self, ds, max_tries: int = 100):
+        self.ds, self.max_tries = ds, max_tries
+        self.targets = ds.targets
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices):
+        if hasattr(self.ds, "__getitems__"):  # batched datasets (synthetic) cannot fail per file
+            return [(x, y, i, 0) for (x, y), i in zip(self.ds.__getitems__(indices), indices)]
+        out = []
+        for i in indices:
+            for k in range(self.max_tries):
+                j = (int(i) + k) % len(self.ds)
+                try:
+                    x, y = self.ds[j]
+                    out.append((x, y, j, k))
+                    break
+                except Exception as e:  # noqa: BLE001 - any decoding error; counted, then substituted
+                    if not isinstance(e, (OSError, ValueError, SyntaxError, RuntimeError)):
+                        raise
+            else:
+                raise RuntimeError(f"{self.max_tries} consecutive unreadable images from index {i}")
+        return out
+
+
+def collate(items) -> dict:
+    """Batch of SkipUnreadable items: images stacked when they share a size, else kept as a list."""
+    images = [it[0] for it in items]
+    same = all(im.shape == images[0].shape for im in images)
+    return {"images": torch.stack(images) if same else images,
+            "labels": torch.tensor([it[1] for it in items]),
+            "index": torch.tensor([it[2] for it in items]),
+            "skipped": sum(it[3] for it in items)}

@@ -1,0 +1,68 @@
+"""MoCo — He, Fan, Wu, Xie, Girshick, "Momentum Contrast for Unsupervised Visual Representation
+Learning", CVPR 2020. Official code: facebookresearch/moco (moco/builder.py, main_moco.py).
+
+Algorithm 1 of the paper, line by line:
+    f_k.params = f_q.params                      -> momentum_copy at construction
+    for x in loader:
+        x_q, x_k = aug(x), aug(x)                 -> batch["views"] (InstDisc preset for v1)
+        q = f_q.forward(x_q)                      -> projector(backbone(x_q)), L2-normalised
+        k = f_k.forward(x_k); k = k.detach()      -> under no_grad, with shuffle-BN (modules/dist.py)
+        l_pos = bmm(q, k); l_neg = mm(q, queue)   -> losses.info_nce: positive at index 0
+        loss = CrossEntropyLoss(logits / t, 0)
+        update(f_q.params)                        -> the optimizer step
+        f_k.params = m * f_k.params + (1-m) * f_q.params   -> after_optimizer_step (MoCo does it right
+                                                     before the next key forward: the same sequence)
+        enqueue(queue, k); dequeue(queue)         -> after_optimizer_step, keys gathered from every process
+`bn_splits > 1` simulates shuffle-BN in a single process (SplitBatchNorm, MoCo CIFAR colab); with
+several processes the real shuffle across processes is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..modules.dist import gather_no_grad, shuffle_bn_forward
+from ..modules.heads import MLPHead, convert_split_bn
+from ..modules.losses import info_nce
+from ..modules.momentum import ema_update, momentum_copy
+from ..modules.optim import split_decay
+from ..modules.queue import Queue
+
+
+class MoCo(nn.Module):
+    def __init__(self, backbone: nn.Module, info=None, tau: float = 0.07, K: int = 65536, m: float = 0.999,
+                 dim: int = 128, mlp: bool = False, bn_splits: int = 1):
+        super().__init__()
+        self.tau, self.m = tau, m
+        self.backbone = convert_split_bn(backbone, bn_splits)
+        D = backbone.num_features
+        # v1: fc -> dim; v2 (`--mlp`): Linear(D, D)-ReLU-Linear(D, dim), no BN (moco/builder.py)
+        self.projector = MLPHead(D, [D] if mlp else [], dim)
+        self.momentum_backbone = momentum_copy(self.backbone)
+        self.momentum_projector = momentum_copy(self.projector)
+        self.queue = Queue(K, dim)
+        self._pending: list[torch.Tensor] = []
+
+    def key_encoder(self, x):
+        return F.normalize(self.momentum_projector(self.momentum_backbone(x)), dim=1)
+
+    def forward(self, batch: dict, step: int):
+        x_q, x_k = batch["views"][:2]
+        q = F.normalize(self.projector(self.backbone(x_q)), dim=1)
+        k = shuffle_bn_forward(self.key_encoder, x_k)
+        loss = info_nce(q, k, self.queue.negatives(), self.tau)
+        self._pending.append(gather_no_grad(k))
+        return loss, {"pos_sim": (q.detach().float() * k.float()).sum(1).mean()}
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        ema_update(self.momentum_backbone, self.backbone, self.m)
+        ema_update(self.momentum_projector, self.projector, self.m)
+        for keys in self._pending:
+            self.queue.enqueue(keys)
+        self._pending = []
+
+    def param_groups(self) -> list[dict]:
+        return split_decay(self, exclude_bias_and_norm=False)  # the official SGD decays every parameter

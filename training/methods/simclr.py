@@ -1,0 +1,46 @@
+"""SimCLR — Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020. Official code: google-research/simclr (objective.py, model_util.py).
+
+Algorithm 1 of the paper, line by line:
+    for sampled minibatch {x_k}:
+        x_2k-1, x_2k = t(x_k), t'(x_k)           -> batch["views"] (SimCLR preset, data/transforms.py)
+        h = f(x), z = g(h)                        -> backbone, then projector (BN on every head layer)
+        s_ij = z_i.z_j / (|z_i| |z_j|)            -> L2-normalised z
+        L = 1/2N sum_k [l(2k-1, 2k) + l(2k, 2k-1)] with l = NT-Xent at temperature tau
+Negatives are the views of every process, gathered with gradient (modules/dist.gather) and labelled at
+rank * B, as TF's `tpu_cross_replica_concat` does (methods.md §2.7e). LARS excludes BN and biases from
+weight decay and from the trust ratio.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..modules.dist import gather, rank
+from ..modules.heads import MLPHead
+from ..modules.losses import nt_xent
+from ..modules.optim import split_decay
+
+
+class SimCLR(nn.Module):
+    def __init__(self, backbone: nn.Module, info=None, tau: float = 0.1, proj_hidden_dim: int | None = None,
+                 proj_dim: int = 128, proj_layers: int = 2):
+        super().__init__()
+        self.backbone, self.tau = backbone, tau
+        hidden = proj_hidden_dim or backbone.num_features  # the paper's 2048 = ResNet-50's width
+        self.projector = MLPHead(backbone.num_features, [hidden] * (proj_layers - 1), proj_dim, bn=True, last_bn=True)
+
+    def forward(self, batch: dict, step: int):
+        x1, x2 = batch["views"][:2]
+        z = F.normalize(self.projector(self.backbone(torch.cat((x1, x2)))), dim=1)  # both views: one BN batch
+        z1, z2 = z.float().chunk(2)
+        loss = nt_xent(z1, z2, self.tau, gather(z1), gather(z2), offset=rank() * len(z1))
+        return loss, {"pos_sim": (z1 * z2).sum(1).mean().detach()}
+
+    def after_optimizer_step(self, step: int) -> None:
+        pass
+
+    def param_groups(self) -> list[dict]:
+        return split_decay(self)

@@ -1,0 +1,38 @@
+"""InstDisc's memory bank (lemniscate lib/NCEAverage.py): one L2-normalised vector per training image,
+updated with momentum, v_i <- norm(m v_i + (1 - m) f_i), from features gathered over every process
+(methods.md §4.3), once per optimizer step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.rng import randint
+
+
+class MemoryBank(nn.Module):
+    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None):
+        super().__init__()
+        stdv = 1.0 / math.sqrt(dim / 3)  # lemniscate: U(-stdv, stdv), stdv = 1 / sqrt(dim / 3)
+        self.register_buffer("bank", torch.rand(size, dim, generator=generator).mul_(2 * stdv).add_(-stdv))
+
+    @property
+    def size(self) -> int:
+        return self.bank.shape[0]
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        return self.bank[index].clone().detach()
+
+    def sample(self, index: torch.Tensor, K: int, *keys) -> torch.Tensor:
+        """(len(index), K) noise indices, uniform with replacement (lemniscate's AliasMethod over a uniform
+        distribution), drawn per sample from (keys, sample index): the same whatever the process split."""
+        return randint(index, K, self.size, *keys).to(self.bank.device)
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, features: torch.Tensor, m: float) -> None:
+        """Momentum update of rows `index` (a row listed twice takes its last write, like index_copy_)."""
+        mixed = self.bank[index] * m + features.detach().to(self.bank.dtype) * (1 - m)
+        self.bank.index_copy_(0, index, F.normalize(mixed, dim=1))

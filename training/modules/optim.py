@@ -1,0 +1,118 @@
+"""Optimizers, parameter groups and per-step schedules (methods.md §1.2, §4.12).
+
+Methods declare parameter groups as dicts understood here:
+  {"params": [...], "weight_decay": bool (default True), "lars": bool (trust-ratio adaptation,
+   default True), "fixed_lr": bool (lr not scheduled, e.g. SimSiam's predictor), "lr_scale": float}
+`build_optimizer` turns them into torch groups; the loop sets each group's lr / weight decay from the
+schedules at every optimizer step (DINO's `cosine_scheduler` style: arrays indexed by the global step,
+so resuming needs no scheduler state).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def split_decay(module: nn.Module, exclude_bias_and_norm: bool = True) -> list[dict]:
+    """Two groups: weights, and biases + norm parameters (every tensor with ndim <= 1) which get neither
+    weight decay nor the LARS trust ratio (SimCLR, BYOL, PIRL/VISSL, MoCo v3, DINO)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not exclude_bias_and_norm:
+        return [{"params": params}]
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": False, "lars": False}]
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and a layer-wise trust ratio (You et al. 2017), as in the Barlow Twins / MoCo v3
+    / DINO code: g <- g + wd w; g <- g * eta ||w|| / ||g|| (groups with lars=True, both norms > 0);
+    mu <- momentum mu + g; w <- w - lr mu. SimCLR's TF LARSOptimizer is the same update with the lr inside
+    the momentum buffer, which is identical while the lr is constant within a step."""
+
+    def __init__(self, params, lr=0.0, weight_decay=0.0, momentum=0.9, eta=0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars=True))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                dp = p.grad.add(p, alpha=g["weight_decay"]) if g["weight_decay"] else p.grad.clone()
+                if g["lars"]:
+                    w_norm, g_norm = torch.norm(p), torch.norm(dp)
+                    q = torch.where((w_norm > 0) & (g_norm > 0), g["eta"] * w_norm / g_norm, torch.ones_like(w_norm))
+                    dp = dp.mul(q)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"].mul_(g["momentum"]).add_(dp)
+                p.add_(mu, alpha=-g["lr"])
+        return loss
+
+
+OPTIMIZERS = ("sgd", "lars", "adamw")
+
+
+def build_optimizer(groups: list[dict], name: str, weight_decay: float, momentum: float = 0.9,
+                    betas=(0.9, 0.999), eta: float = 0.001) -> torch.optim.Optimizer:
+    torch_groups = []
+    for g in groups:
+        g = dict(g)
+        decay = g.pop("weight_decay", True)
+        tg = {"params": g.pop("params"), "lr": 0.0, "weight_decay": weight_decay if decay else 0.0,
+              "wd_scale": 1.0 if decay else 0.0, "fixed_lr": g.pop("fixed_lr", False),
+              "lr_scale": g.pop("lr_scale", 1.0)}
+        lars = g.pop("lars", True)
+        if name == "lars":
+            tg["lars"] = lars
+        if g:
+            raise ValueError(f"unknown parameter-group keys {sorted(g)}")
+        torch_groups.append(tg)
+    if name == "sgd":
+        return torch.optim.SGD(torch_groups, lr=0.0, momentum=momentum, weight_decay=weight_decay)
+    if name == "lars":
+        return LARS(torch_groups, weight_decay=weight_decay, momentum=momentum, eta=eta)
+    if name == "adamw":
+        return torch.optim.AdamW(torch_groups, lr=0.0, betas=tuple(betas), weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
+
+
+def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0,
+                    start_warmup: float = 0.0) -> np.ndarray:
+    """DINO's `utils.cosine_scheduler`: linear warmup from `start_warmup`, then cosine from `base` to
+    `final`; one value per optimizer step."""
+    warmup_steps = min(warmup_steps, total_steps)
+    warmup = np.linspace(start_warmup, base, warmup_steps, endpoint=False) if warmup_steps else np.array([])
+    t = np.arange(total_steps - warmup_steps)
+    cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * t / max(len(t), 1)))
+    return np.concatenate((warmup, cos))
+
+
+def step_schedule(base: float, total_steps: int, milestones, gamma, warmup_steps: int = 0) -> np.ndarray:
+    """Piecewise-constant decay: lr x gamma[i] from fraction milestones[i] of training on (the 120/160 of
+    200 epochs of InstDisc / MoCo v1 are milestones [0.6, 0.8], gamma [0.1, 0.01]); optional warmup."""
+    t = np.arange(total_steps) / max(total_steps, 1)
+    lr = np.full(total_steps, base, dtype=np.float64)
+    for frac, g in zip(milestones, gamma):
+        lr[t >= frac] = base * g
+    if warmup_steps:
+        w = min(warmup_steps, total_steps)
+        lr[:w] = np.linspace(0, base, w, endpoint=False)
+    return lr
+
+
+def scaled_lr(base_lr: float, global_batch: int, rule: str) -> float:
+    """linear: base x N / 256 (most methods); sqrt: base x sqrt(N) (SimCLR v2, 0.1 sqrt N); none."""
+    if rule == "linear":
+        return base_lr * global_batch / 256
+    if rule == "sqrt":
+        return base_lr * math.sqrt(global_batch)
+    if rule == "none":
+        return base_lr
+    raise ValueError(f"unknown lr scaling {rule!r}; choose from linear, sqrt, none")

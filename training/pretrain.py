@@ -1,0 +1,336 @@
+"""Self-supervised pre-training: `accelerate launch training/pretrain.py --method M --model ARCH ...`
+(or plain `python training/pretrain.py ...` for one process; no arguments: the quick-start run).
+
+The loop, once per optimizer step:
+    views   = augment(images, dataset indices, epoch)          (seeded per sample: data/transforms.py)
+    loss    = method(views, step) / grad_accum; backward        (per micro-batch; DDP syncs on the last)
+    lr, wd  = schedules[step]; clip; optimizer.step()
+    method.after_optimizer_step(step)                           (EMA, queue, memory bank: once per step)
+    metrics.jsonl / TensorBoard; checkpoint every `save_every`; kNN monitor at each epoch end.
+At the end the backbone is exported (model.safetensors + timm config.json) with results.json.
+
+Data order: epoch e visits a permutation drawn from (seed, e); optimizer step s of the epoch takes the
+global batch perm[s*N:(s+1)*N], split into grad_accum micro-batches and, within each, into one
+contiguous slice per process. Every random draw is a function of (seed, epoch or step, index or rank),
+so a run is reproducible, resumes exactly, and sees the same views for any number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable (`training` is not installed)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+import torch
+import yaml
+
+from training.checkpoint import export_backbone, load_checkpoint, save_checkpoint, write_json
+from training.config import ConfigError, load_config
+from training.data import SkipUnreadable, build_dataset, collate
+from training.data.rng import generator, hash64
+from training.data.transforms import build_views
+from training.methods import TrainInfo, build_method
+from training.modules.optim import build_optimizer, cosine_schedule, scaled_lr, step_schedule
+from training.monitor import knn_eval
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def epoch_batches(num_samples: int, global_batch: int, seed: int, epoch: int) -> torch.Tensor:
+    """(steps_per_epoch, global_batch) dataset indices of every optimizer step of `epoch`."""
+    perm = torch.randperm(num_samples, generator=generator(seed, 1000, epoch))
+    steps = num_samples // global_batch
+    return perm[:steps * global_batch].view(steps, global_batch)
+
+
+def micro_batches(batch: torch.Tensor, grad_accum: int, world: int, rank: int) -> list[list[int]]:
+    """This process's slices of one global batch: micro-batch a, process r gets chunk a * world + r."""
+    chunks = batch.chunk(grad_accum * world)
+    return [chunks[a * world + rank].tolist() for a in range(grad_accum)]
+
+
+def build_backbone(cfg: dict) -> torch.nn.Module:
+    import clzoo
+    if cfg["init_from"]:
+        backbone = clzoo.create_model(cfg["init_from"], pretrained=True, **cfg["model_args"])
+    else:
+        backbone = clzoo.create_model(cfg["model"], pretrained=False, **cfg["model_args"])
+    if getattr(backbone, "num_classes", 0) != 0 or not hasattr(backbone, "num_features"):
+        raise ConfigError(f"{cfg['model']}: expected a timm model with num_classes=0 and num_features")
+    return backbone
+
+
+def schedules(cfg: dict, total_steps: int, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    lr = scaled_lr(cfg["lr"], cfg["batch_size"], cfg["lr_scaling"])
+    warmup = int(round(cfg["warmup_epochs"] * steps_per_epoch))
+    if cfg["lr_schedule"] == "cosine":
+        lrs = cosine_schedule(lr, cfg["min_lr"], total_steps, warmup)
+    else:
+        lrs = step_schedule(lr, total_steps, cfg["lr_milestones"], cfg["lr_gamma"], warmup)
+    wd_end = cfg["weight_decay"] if cfg["weight_decay_end"] is None else cfg["weight_decay_end"]
+    wds = cosine_schedule(cfg["weight_decay"], wd_end, total_steps)
+    return lrs, wds
+
+
+class Metrics:
+    """metrics.jsonl (one object per optimizer step) + TensorBoard, main process only."""
+
+    def __init__(self, run_dir: str, enabled: bool, resume_step: int | None):
+        self.enabled = enabled
+        if not enabled:
+            return
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        kept = []
+        if resume_step is not None and os.path.exists(self.path):  # drop steps after the checkpoint
+            with open(self.path) as f:
+                kept = [line for line in f if json.loads(line).get("step", 0) <= resume_step]
+        with open(self.path, "w") as f:
+            f.writelines(kept)
+        from torch.utils.tensorboard import SummaryWriter
+        self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for k, v in record.items():
+            if k not in ("step", "epoch") and isinstance(v, (int, float)):
+                self.tb.add_scalar(f"train/{k}", v, record["step"])
+
+    def close(self):
+        if self.enabled:
+            self.tb.close()
+
+
+def _float(v) -> float:
+    return float(v.detach().float().mean()) if torch.is_tensor(v) else float(v)
+
+
+def train(cfg: dict) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    t_start = time.time()
+    if cfg["mixed_precision"] == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("mixed_precision fp16 needs a GPU; use bf16 on CPU")
+    accelerator = Accelerator(mixed_precision=cfg["mixed_precision"],
+                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    elif device.type == "cpu" and world > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # share the cores between the processes of this machine
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    log = accelerator.print
+    N, A = cfg["batch_size"], cfg["grad_accum"]
+    if N % (A * world):
+        raise ConfigError(f"batch_size {N} must be divisible by grad_accum x processes = {A * world}")
+
+    run_dir = cfg["output"]
+    resume = load_checkpoint(cfg["resume"]) if cfg["resume"] else None
+    if resume is not None:
+        for key in ("method", "model", "batch_size", "seed", "image_size", "data", "grad_accum"):
+            if resume["config"][key] != cfg[key]:
+                raise ConfigError(f"--resume: {key} is {cfg[key]!r} but the checkpoint was trained with "
+                                  f"{resume['config'][key]!r}")
+    if accelerator.is_main_process:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "run_config.yaml"), "w") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
+
+    # Data, model, method, optimizer.
+    data_args = dict(cfg["data_args"])
+    train_set = build_dataset(cfg["data"], "train", cfg["image_size"], cfg["seed"], **data_args)
+    try:
+        test_set = build_dataset(cfg["data"], "test", cfg["image_size"], cfg["seed"],
+                                 **{k: v for k, v in data_args.items() if k != "num_samples"})
+    except FileNotFoundError as e:
+        test_set = None
+        log(f"kNN monitor off: {e}")
+    steps_per_epoch = len(train_set) // N
+    if steps_per_epoch == 0:
+        raise ConfigError(f"the dataset has {len(train_set)} images, fewer than one batch of {N}")
+    total_steps = cfg["epochs"] * steps_per_epoch
+    if cfg["max_steps"]:
+        total_steps = min(total_steps, cfg["max_steps"])
+    info = TrainInfo(len(train_set), total_steps, steps_per_epoch, N, cfg["seed"])
+
+    set_seed(cfg["seed"])  # identical initialisation on every process
+    backbone = build_backbone(cfg)
+    if cfg["channels_last"]:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    method = build_method(cfg["method"], backbone, info, **cfg["hparams"])
+    if cfg["sync_bn"] and device.type == "cuda" and world > 1:
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    optimizer = build_optimizer(method.param_groups(), cfg["optimizer"], cfg["weight_decay"], cfg["momentum"],
+                                cfg["betas"], cfg["lars_eta"])
+    lrs, wds = schedules(cfg, total_steps, steps_per_epoch)
+    start_step = 0
+    if resume is not None:
+        method.load_state_dict(resume["method"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start_step = resume["step"]
+    # The whole method goes to DDP (as MoCo's official code does): frozen EMA copies have no gradient, so
+    # DDP neither syncs nor complains; buffers (queues, banks) stay per process and are kept identical by
+    # gathered updates, so they are not broadcast.
+    method, optimizer = accelerator.prepare(method, optimizer)
+    raw = accelerator.unwrap_model(method)
+    if resume is not None and resume.get("scaler") and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(resume["scaler"])
+
+    aug = dict(cfg["aug"])
+    views = build_views(aug.pop("preset"), cfg["image_size"], seed=cfg["seed"], **aug)
+    train_items = SkipUnreadable(train_set)
+    metrics = Metrics(run_dir, accelerator.is_main_process, start_step if resume is not None else None)
+    knn_cfg = dict(cfg["knn"])
+    knn_every = knn_cfg.pop("every")
+
+    knn_seconds = [0.0]
+
+    def knn_monitor() -> float | None:
+        if test_set is None or not knn_every:
+            return None
+        t0, acc = time.time(), None
+        if accelerator.is_main_process:
+            acc = knn_eval(raw.backbone, train_set, test_set, cfg["image_size"], autocast=accelerator.autocast,
+                           channels_last=cfg["channels_last"], **knn_cfg)
+        accelerator.wait_for_everyone()
+        knn_seconds[0] += time.time() - t0
+        return acc
+
+    results = dict(resume["results"]) if resume is not None else {}
+    if resume is None:
+        results["knn_top1_init"] = knn_monitor()
+        if results["knn_top1_init"] is not None:
+            log(f"kNN top-1 of the initial (random-init) encoder: {results['knn_top1_init']:.4f}")
+
+    log(f"{cfg['method']} on {cfg['model']} | {world} process(es) on {device} | global batch {N} "
+        f"({A} micro-batch(es)) | {len(train_set)} images, {steps_per_epoch} steps/epoch, {total_steps} steps "
+        f"| run dir {run_dir}")
+
+    def checkpoint(step: int) -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), {
+                "step": step, "method": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                "config": cfg, "results": results})
+        accelerator.wait_for_everyone()
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total_steps, initial=start_step, disable=not accelerator.is_main_process,
+               dynamic_ncols=True, desc=cfg["method"], mininterval=0.5 if sys.stderr.isatty() else 30)
+    step, skipped, t_train, images_seen = start_step, 0, time.time(), 0
+    knn_seconds[0] = 0.0
+    method.train()
+    try:
+        while step < total_steps:
+            epoch, first = divmod(step, steps_per_epoch)
+            batches = epoch_batches(len(train_set), N, cfg["seed"], epoch)
+            last = min(steps_per_epoch, first + total_steps - step)
+            plan = [idx for s in range(first, last) for idx in micro_batches(batches[s], A, world, rank)]
+            loader = torch.utils.data.DataLoader(train_items, batch_sampler=plan, collate_fn=collate,
+                                                 num_workers=cfg["num_workers"])
+            it = iter(loader)
+            for _ in range(first, last):
+                torch.manual_seed(int(hash64(cfg["seed"], 2000, step, rank)) & ((1 << 63) - 1))
+                logs_acc: dict = {}
+                loss_sum = 0.0
+                for a in range(A):
+                    data = next(it)
+                    skipped += data["skipped"]
+                    images = data["images"]  # uint8; augmented where the model runs
+                    images = ([im.to(device) for im in images] if isinstance(images, list)
+                              else images.to(device, non_blocking=True))
+                    batch = views(images, data["index"].to(device), epoch)
+                    sync = accelerator.no_sync(method) if a < A - 1 else contextlib.nullcontext()
+                    with sync:
+                        with accelerator.autocast():
+                            loss, logs = method(batch, step)
+                        accelerator.backward(loss / A)
+                    loss_sum = loss_sum + loss.detach().float() / A
+                    for k, v in logs.items():
+                        logs_acc[k] = logs_acc.get(k, 0.0) + _float(v) / A
+                loss_mean = accelerator.reduce(torch.as_tensor(loss_sum, device=device).float(), "mean")
+                if not torch.isfinite(loss_mean):
+                    raise NonFiniteLoss(
+                        f"loss is {loss_mean.item()} at step {step} (epoch {epoch}); stopping without "
+                        f"applying this update. The last good checkpoint is kept in "
+                        f"{os.path.join(run_dir, 'checkpoint.pt')} (saved every {cfg['save_every']} steps).")
+                for g in optimizer.param_groups:
+                    g["lr"] = (lrs[0] if g["fixed_lr"] else lrs[step]) * g["lr_scale"]
+                    g["weight_decay"] = wds[step] * g["wd_scale"]
+                if hasattr(raw, "before_optimizer_step"):
+                    raw.before_optimizer_step(step)
+                if cfg["clip_grad"]:
+                    accelerator.clip_grad_norm_(method.parameters(), cfg["clip_grad"])
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                raw.after_optimizer_step(step)
+                step += 1
+                images_seen += N
+                bar.update(1)
+                record = {"step": step, "epoch": epoch, "loss": loss_mean.item(), "lr": float(lrs[step - 1]),
+                          "weight_decay": float(wds[step - 1]), **logs_acc}
+                if skipped:
+                    record["skipped_images"] = skipped
+                if step % steps_per_epoch == 0 and step // steps_per_epoch % max(knn_every, 1) == 0:
+                    acc = knn_monitor()
+                    if acc is not None:
+                        record["knn_top1"] = results["knn_top1"] = acc
+                        log(f"epoch {epoch}: kNN top-1 {acc:.4f}")
+                if step % cfg["log_every"] == 0 or "knn_top1" in record:
+                    metrics.log(record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}")
+                if step % cfg["save_every"] == 0 and step < total_steps:
+                    checkpoint(step)
+            if skipped:
+                log(f"epoch {epoch}: skipped {skipped} unreadable image(s) so far (substituted by the next readable)")
+    finally:
+        bar.close()
+        metrics.close()
+
+    train_seconds = time.time() - t_train - knn_seconds[0]
+    if "knn_top1" not in results or step % steps_per_epoch:  # the run did not end on an epoch boundary
+        results["knn_top1"] = knn_monitor()
+    results.update(steps=step, epochs=round(step / steps_per_epoch, 3), processes=world, skipped_images=skipped,
+                   wall_time_s=round(time.time() - t_start, 1), knn_monitor_s=round(knn_seconds[0], 1),
+                   train_images_per_s=round(images_seen / max(train_seconds, 1e-9), 1))
+    checkpoint(step)
+    if accelerator.is_main_process:
+        export_backbone(raw.backbone, run_dir, cfg["image_size"], tag=f"{cfg['method']}_{cfg['data']}"
+                        if cfg["data"] == "synthetic" else cfg["method"])
+        results.update(knn={"k": cfg["knn"]["k"], "temperature": cfg["knn"]["temperature"]},
+                       method=cfg["method"], model=cfg["model"], image_size=cfg["image_size"], data=cfg["data"])
+        write_json(os.path.join(run_dir, "results.json"), results)
+        if results.get("knn_top1") is not None:
+            init = results.get("knn_top1_init")
+            log(f"kNN top-1 (k={cfg['knn']['k']}, T={cfg['knn']['temperature']}): trained {results['knn_top1']:.4f}"
+                + (f" vs random-init {init:.4f}" if init is not None else ""))
+        log(f"done in {results['wall_time_s']:.0f} s; exported {run_dir}/model.safetensors + config.json "
+            f"(load with clzoo.create_model('local-dir:{run_dir}', pretrained=True))")
+    accelerator.wait_for_everyone()  # (no end_training: it would tear down the process group of a caller)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = load_config(argv)
+        train(cfg)
+    except (ConfigError, NonFiniteLoss) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
