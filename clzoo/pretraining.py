@@ -339,7 +339,7 @@ def load_pretraining_checkpoint(name: str, file: Optional[Union[str, Path]] = No
         weights_format: override the entry's format (e.g. "simclr_tf1_ema").
         **kwargs: passed to clzoo.create_model for the backbones (e.g. img_size for ViTs).
     """
-    from ._pretrained import download_official
+    from ._pretrained import download_official, official_file_url
     from ._registry import _full_name, get_pretrained_cfg, get_weights_info
     from ._serialization import load_checkpoint_file
 
@@ -357,7 +357,7 @@ def load_pretraining_checkpoint(name: str, file: Optional[Union[str, Path]] = No
         if not url:
             raise NoHeadsError(f"{full} has no official URL; pass the downloaded file: "
                                f"load_pretraining_checkpoint({full!r}, file=PATH)")
-        file = download_official(url, fmt, cache_dir=cache_dir, progress=progress, sha256=info.sha256)
+        file = download_official(official_file_url(full, url), fmt, cache_dir=cache_dir, progress=progress, sha256=info.sha256)
     path = Path(file)
     obj = fmt.load_fn(path) if fmt.load_fn is not None else load_checkpoint_file(path, fmt.stub_globals)
     if fmt_name == "byol_haiku":
