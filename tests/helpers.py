@@ -88,6 +88,29 @@ def randomize_bn_stats(model: torch.nn.Module, generator: Optional[torch.Generat
     return model
 
 
+def save_with_nce_average(obj_fn, path) -> None:
+    """torch.save `obj_fn(nce_average)` where `nce_average` is a module of the class lemniscate.pytorch
+    pickles (`lib.NCEAverage.NCEAverage`, the memory bank); the class exists only while saving."""
+    import sys
+    import types
+
+    class NCEAverage(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("memory", torch.randn(10, 128))
+            self.register_buffer("params", torch.tensor([4096, 0.07, -1, 0.5]))
+
+    NCEAverage.__module__, NCEAverage.__qualname__ = "lib.NCEAverage", "NCEAverage"
+    nce_mod = types.ModuleType("lib.NCEAverage")
+    nce_mod.NCEAverage = NCEAverage
+    sys.modules.update({"lib": types.ModuleType("lib"), "lib.NCEAverage": nce_mod})
+    try:
+        torch.save(obj_fn(NCEAverage()), path)
+    finally:
+        for name in ("lib", "lib.NCEAverage"):
+            sys.modules.pop(name)
+
+
 # ---------------------------------------------------------------------------------------------
 # Independent reference forwards, written from the official code (not from clzoo's converters).
 
