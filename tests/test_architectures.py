@@ -90,6 +90,10 @@ EXPECTED = {
     "infomin_resnet152": tv(torchvision.models.resnet152),
     "infomin_resnext101_32x4d": tv(torchvision.models.resnet.ResNet, block=torchvision.models.resnet.Bottleneck,
                                    layers=[3, 4, 23, 3], groups=32, width_per_group=4),
+    # PyContrast resnext{101,152}v{2,3} / v{1,2} (analytic, checked against torchvision's 32x4d below)
+    **{f"infomin_resnext{d}_{g}x{w}d": bottleneck_resnet_params((3, 4, 23, 3) if d == 101 else (3, 8, 36, 3),
+                                                                groups=g, width_per_group=w)
+       for d, g, w in [(101, 32, 8), (101, 64, 4), (152, 32, 4), (152, 32, 8)]},
     # analytic, every stage widened (SwAV resnet50.py, SimCLR resnet.py, VISSL, BYOL)
     "swav_resnet50w4": bottleneck_resnet_params((3, 4, 6, 3), 4),
     "swav_resnet50w5": bottleneck_resnet_params((3, 4, 6, 3), 5),
@@ -124,6 +128,9 @@ def test_reference_counts_agree_with_each_other():
     assert bottleneck_resnet_params((3, 8, 36, 3)) == tv(torchvision.models.resnet152)
     assert bottleneck_resnet_params((3, 4, 6, 3), 2) == EXPECTED["swav_resnet50w2"]
     assert official_params("dino_resnet50_backbone_pth.txt") == R50
+    assert bottleneck_resnet_params((3, 4, 23, 3), groups=32, width_per_group=4) == EXPECTED["infomin_resnext101_32x4d"]
+    # PyContrast README: InfoMin ResNeXt-101 87M and ResNeXt-152 120M parameters (the 32x8d models)
+    assert [round(EXPECTED[f"infomin_resnext{d}_32x8d"] / 1e6) for d in (101, 152)] == [87, 120]
     for name, millions in PUBLISHED_M.items():  # SimCLR v2 README / paper totals
         assert round(EXPECTED[name] / 1e6) == millions
 

@@ -58,36 +58,23 @@ def infomin_resnet152(pretrained=False, **kwargs):
     return build_resnet("infomin_resnet152", pretrained, depth=152, **kwargs)
 
 
-def _resnext(variant, pretrained, depth, cardinality, base_width, kwargs):
-    args = dict(depth=depth, cardinality=cardinality, base_width=base_width)
-    return build_resnet(variant, pretrained, **dict(args, **kwargs))
+def _register_resnext(depth, cardinality, base_width, pycontrast_name, top1=None):
+    """One timm entrypoint per PyContrast ResNeXt (they differ only in depth, cardinality and width)."""
+    variant = f"infomin_resnext{depth}_{cardinality}x{base_width}d"
+
+    def entrypoint(pretrained=False, **kwargs):
+        args = dict(depth=depth, cardinality=cardinality, base_width=base_width)
+        return build_resnet(variant, pretrained, **dict(args, **kwargs))
+
+    result = f": {top1}% ImageNet-1k linear" if top1 else ""
+    entrypoint.__name__ = entrypoint.__qualname__ = variant
+    entrypoint.__doc__ = (f"InfoMin ResNeXt-{depth} {cardinality}x{base_width}d (PyContrast '{pycontrast_name}'), "
+                          f"200 epochs{result}.")
+    return register_model(entrypoint)
 
 
-@register_model
-def infomin_resnext101_32x4d(pretrained=False, **kwargs):
-    """InfoMin ResNeXt-101 32x4d (PyContrast 'resnext101v1'), 200 epochs."""
-    return _resnext("infomin_resnext101_32x4d", pretrained, 101, 32, 4, kwargs)
-
-
-@register_model
-def infomin_resnext101_32x8d(pretrained=False, **kwargs):
-    """InfoMin ResNeXt-101 32x8d (PyContrast 'resnext101v2'), 200 epochs: 74.5% ImageNet-1k linear."""
-    return _resnext("infomin_resnext101_32x8d", pretrained, 101, 32, 8, kwargs)
-
-
-@register_model
-def infomin_resnext101_64x4d(pretrained=False, **kwargs):
-    """InfoMin ResNeXt-101 64x4d (PyContrast 'resnext101v3'), 200 epochs."""
-    return _resnext("infomin_resnext101_64x4d", pretrained, 101, 64, 4, kwargs)
-
-
-@register_model
-def infomin_resnext152_32x4d(pretrained=False, **kwargs):
-    """InfoMin ResNeXt-152 32x4d (PyContrast 'resnext152v1'), 200 epochs."""
-    return _resnext("infomin_resnext152_32x4d", pretrained, 152, 32, 4, kwargs)
-
-
-@register_model
-def infomin_resnext152_32x8d(pretrained=False, **kwargs):
-    """InfoMin ResNeXt-152 32x8d (PyContrast 'resnext152v2'), 200 epochs: 75.2% ImageNet-1k linear."""
-    return _resnext("infomin_resnext152_32x8d", pretrained, 152, 32, 8, kwargs)
+infomin_resnext101_32x4d = _register_resnext(101, 32, 4, "resnext101v1")
+infomin_resnext101_32x8d = _register_resnext(101, 32, 8, "resnext101v2", 74.5)
+infomin_resnext101_64x4d = _register_resnext(101, 64, 4, "resnext101v3")
+infomin_resnext152_32x4d = _register_resnext(152, 32, 4, "resnext152v1")
+infomin_resnext152_32x8d = _register_resnext(152, 32, 8, "resnext152v2", 75.2)
