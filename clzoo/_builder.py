@@ -85,11 +85,13 @@ def build_encoder(model_cls: Callable[..., nn.Module], variant: str, pretrained:
                   pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, **kwargs) -> nn.Module:
     """`timm.models.build_model_with_cfg`, with the weight file resolved by clzoo first."""
     from ._pretrained import resolve_weights
-    from ._registry import weights_format_of
+    from ._registry import _weights, weights_format_of
 
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg,
                                  pretrained_cfg_overlay=pretrained_cfg_overlay)
     name = f"{variant}.{cfg.tag}" if cfg.tag else variant
+    if name in _weights:  # the architecture these weights were trained with; explicit kwargs still win
+        kwargs = dict(_weights[name].model_args, **kwargs)
     if pretrained:
         cfg = resolve_weights(cfg, weights_format_of(name), name, cache_dir=cache_dir)
     return build_model_with_cfg(

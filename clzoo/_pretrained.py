@@ -34,8 +34,8 @@ from timm.models._pretrained import PretrainedCfg
 
 from .convert import get_format, load_and_convert
 
-__all__ = ["get_cache_dir", "mirror_url", "download", "resolve_weights", "convert_file",
-           "DownloadError", "sha256_file"]
+__all__ = ["get_cache_dir", "mirror_url", "download", "download_official", "official_file_url", "resolve_weights",
+           "convert_file", "DownloadError", "sha256_file"]
 
 _logger = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -180,6 +180,38 @@ def download(url: str, cache_dir: Optional[Union[str, Path]] = None, progress: b
                             f"{parts.path}, or pass the file: pretrained_cfg_overlay=dict(file=PATH)")
 
 
+def official_file_url(name: str, url: str) -> str:
+    """The URL of `name`'s official file: `url`, or the file inside the shared folder `url` names.
+
+    A folder link (Dropbox `/sh/...`) serves a web page, not the file, so such an entry can only be
+    fetched from a mirror (`$CLZOO_MIRROR/<folder path>/<file>`); otherwise the error says which file to
+    download by hand and how to pass it.
+    """
+    from ._registry import ManualDownloadError, _weights
+
+    info = _weights.get(name)
+    if info is None or not info.folder_file:
+        return url
+    parts = urlsplit(url)
+    file_url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/{info.folder_file}"
+    if os.environ.get("CLZOO_MIRROR"):
+        return file_url
+    raise ManualDownloadError(
+        f"{name}: the official file {info.folder_file} is shared only inside the folder {url} (no per-file "
+        f"link is published, so clzoo cannot download it). Download {info.folder_file} from that folder and "
+        f"pass it: clzoo.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file="
+        f"'path/to/{info.folder_file}')), or `clzoo convert {name} --input {info.folder_file} --output "
+        f"model.safetensors`; or set CLZOO_MIRROR to a mirror that serves {urlsplit(file_url).path}.")
+
+
+def download_official(url: str, fmt, cache_dir=None, progress: bool = True, sha256: Optional[str] = None) -> Path:
+    """The official file at `url` (and the files released beside it, e.g. a TF data shard) in the cache."""
+    raw = download(url, cache_dir=cache_dir, progress=progress, sha256=sha256)
+    for companion in fmt.companion_urls(url) if fmt.companion_urls else ():
+        download(companion, cache_dir=cache_dir, progress=progress)
+    return raw
+
+
 def _save_converted(state_dict: Dict[str, torch.Tensor], out: Path, **meta: Any) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -256,7 +288,7 @@ def resolve_weights(cfg: PretrainedCfg, weights_format: Optional[str], name: str
                             type(e).__name__)
 
     if cfg.url:
-        url = cfg.url[0] if isinstance(cfg.url, (tuple, list)) else cfg.url
+        url = official_file_url(name, cfg.url[0] if isinstance(cfg.url, (tuple, list)) else cfg.url)
         from ._registry import _weights
         expected_sha = _weights[name].sha256 if name in _weights else None
         out = cache / "converted" / f"{name}.safetensors"
@@ -264,7 +296,7 @@ def resolve_weights(cfg: PretrainedCfg, weights_format: Optional[str], name: str
         with FileLock(str(out) + ".lock"):
             if _verified(out, format=fmt, format_version=fmt_obj.version, source=url):
                 return dataclasses.replace(cfg, file=str(out))
-        raw = download(url, cache_dir=cache, progress=progress, sha256=expected_sha)
+        raw = download_official(url, fmt_obj, cache_dir=cache, progress=progress, sha256=expected_sha)
         return dataclasses.replace(cfg, file=str(_convert_cached(raw, fmt, out, source=url)))
 
     raise NoPretrainedWeightsError(

@@ -25,7 +25,7 @@ from timm.models import generate_default_cfgs
 from timm.models._pretrained import PretrainedCfg
 
 __all__ = [
-    "Metric", "MethodInfo", "WeightsInfo", "UnknownModelError", "NoPretrainedWeightsError",
+    "Metric", "MethodInfo", "WeightsInfo", "UnknownModelError", "NoPretrainedWeightsError", "ManualDownloadError",
     "register_cfgs", "register_method", "register_alias", "resolve_name", "list_models",
     "list_pretrained", "get_pretrained_cfg", "get_weights_info", "get_method_info", "model_info",
     "list_aliases", "is_clzoo_model",
@@ -38,6 +38,10 @@ class UnknownModelError(ValueError):
 
 class NoPretrainedWeightsError(RuntimeError):
     """`pretrained=True` for an entry that has no weight source."""
+
+
+class ManualDownloadError(NoPretrainedWeightsError):
+    """The official file exists but has no downloadable link (only a shared-folder page)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,11 @@ class WeightsInfo:
     sha256: Optional[str] = None  # of the official file, where known
     md5_prefix: Optional[str] = None  # as printed in some official READMEs (MoCo)
     notes: str = ""
+    # The official file's name when `url` is a shared folder with no published per-file link (the
+    # CMC and PyContrast Dropbox folders): it cannot be fetched, only named to the user (or mirrored).
+    folder_file: Optional[str] = None
+    # Architecture arguments these weights need and the arch's default lacks (e.g. CMC colour space).
+    model_args: Dict[str, Any] = field(default_factory=dict)
 
 
 _methods: Dict[str, MethodInfo] = {}
@@ -263,6 +272,7 @@ def model_info(name: str) -> Dict[str, Any]:
         "weights": {
             "url": cfg.url, "hf_hub_id": cfg.hf_hub_id, "format": info.weights_format,
             "has_weights": bool(cfg.has_weights), "sha256": info.sha256, "md5_prefix": info.md5_prefix,
+            "folder_file": info.folder_file,
         },
         "training": {"dataset": info.dataset, "epochs": info.epochs, "batch_size": info.batch_size,
                      "recipe": info.recipe},

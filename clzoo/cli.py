@@ -61,7 +61,8 @@ def markdown_table(names) -> str:
         info = clzoo.model_info(name)
         lin, knn = _metric(info, "imagenet_linear_top1"), _metric(info, "imagenet_knn_top1")
         w = info["weights"]
-        source = " + ".join(s for s, ok in (("URL", w["url"]), ("Hub", w["hf_hub_id"])) if ok) or "local file"
+        url = "folder (manual download)" if w["folder_file"] else "URL"
+        source = " + ".join(s for s, ok in ((url, w["url"]), ("Hub", w["hf_hub_id"])) if ok) or "local file"
         lines.append(f"| `{info['name']}` | {info['method_name']} | {info['backbone']} | "
                      f"{info['training']['epochs'] or '?'} | {value(lin)} | {value(knn)} | {info['license']} "
                      f"| {source} |")

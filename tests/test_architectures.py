@@ -4,7 +4,10 @@ References are independent of timm: the key/shape lists of the official checkpoi
 (tests/data/official_keys, from the official code), torchvision's ResNets, and an analytic count
 of bottleneck ResNets for the widths whose official code widens every stage.
 """
+import gzip
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,6 +90,10 @@ EXPECTED = {
     "infomin_resnet152": tv(torchvision.models.resnet152),
     "infomin_resnext101_32x4d": tv(torchvision.models.resnet.ResNet, block=torchvision.models.resnet.Bottleneck,
                                    layers=[3, 4, 23, 3], groups=32, width_per_group=4),
+    # PyContrast resnext{101,152}v{2,3} / v{1,2} (analytic, checked against torchvision's 32x4d below)
+    **{f"infomin_resnext{d}_{g}x{w}d": bottleneck_resnet_params((3, 4, 23, 3) if d == 101 else (3, 8, 36, 3),
+                                                                groups=g, width_per_group=w)
+       for d, g, w in [(101, 32, 8), (101, 64, 4), (152, 32, 4), (152, 32, 8)]},
     # analytic, every stage widened (SwAV resnet50.py, SimCLR resnet.py, VISSL, BYOL)
     "swav_resnet50w4": bottleneck_resnet_params((3, 4, 6, 3), 4),
     "swav_resnet50w5": bottleneck_resnet_params((3, 4, 6, 3), 5),
@@ -103,8 +110,15 @@ EXPECTED = {
 for _n in ("mocov1_resnet50", "simclr_resnet50", "simclrv2_resnet50", "byol_resnet50", "selav2_resnet50",
            "pirl_resnet50"):
     EXPECTED.setdefault(_n, R50)
-# Published totals (rounded to 1M) for the SimCLR v2 selective-kernel models; exact counts are checked
-# against the TF layout in the conversion tests.
+# SimCLR v2 selective-kernel models: the exact count of the TF graph the official resnet.py builds
+# (tests/data/golden/simclr_layouts.json.gz, base_model trainables); the published totals agree when rounded.
+_TF_LAYOUTS = json.load(gzip.open(Path(__file__).parent / "data" / "golden" / "simclr_layouts.json.gz", "rt"))
+for _tf, _name in [("r50_1x_sk1", "simclrv2_skresnet50"), ("r50_2x_sk1", "simclrv2_skresnet50w2"),
+                   ("r101_1x_sk1", "simclrv2_skresnet101"), ("r101_2x_sk1", "simclrv2_skresnet101w2"),
+                   ("r152_1x_sk1", "simclrv2_skresnet152"), ("r152_2x_sk1", "simclrv2_skresnet152w2"),
+                   ("r152_3x_sk1", "simclrv2_skresnet152w3")]:
+    EXPECTED[_name] = sum(math.prod(s) for n, s in _TF_LAYOUTS[_tf]
+                          if n.startswith("base_model/") and "moving_" not in n)
 PUBLISHED_M = {"simclrv2_skresnet50": 35, "simclrv2_skresnet50w2": 140, "simclrv2_skresnet152w3": 795}
 
 
@@ -114,21 +128,22 @@ def test_reference_counts_agree_with_each_other():
     assert bottleneck_resnet_params((3, 8, 36, 3)) == tv(torchvision.models.resnet152)
     assert bottleneck_resnet_params((3, 4, 6, 3), 2) == EXPECTED["swav_resnet50w2"]
     assert official_params("dino_resnet50_backbone_pth.txt") == R50
+    assert bottleneck_resnet_params((3, 4, 23, 3), groups=32, width_per_group=4) == EXPECTED["infomin_resnext101_32x4d"]
+    # PyContrast README: InfoMin ResNeXt-101 87M and ResNeXt-152 120M parameters (the 32x8d models)
+    assert [round(EXPECTED[f"infomin_resnext{d}_32x8d"] / 1e6) for d in (101, 152)] == [87, 120]
+    for name, millions in PUBLISHED_M.items():  # SimCLR v2 README / paper totals
+        assert round(EXPECTED[name] / 1e6) == millions
 
 
 def test_every_entry_has_a_reference():
-    assert set(EXPECTED) | set(PUBLISHED_M) | {n for n in clzoo.list_models() if "skresnet" in n} \
-        >= set(clzoo.list_models())
+    assert set(EXPECTED) >= set(clzoo.list_models())
 
 
 @pytest.mark.parametrize("name", clzoo.list_models())
 def test_param_count_matches_official_architecture(name):
     with torch.device("meta"):
         model = clzoo.create_model(name)
-    if name in EXPECTED:
-        assert n_params(model) == EXPECTED[name]
-    elif name in PUBLISHED_M:
-        assert round(n_params(model) / 1e6) == PUBLISHED_M[name]
+    assert n_params(model) == EXPECTED[name]
 
 
 @pytest.mark.parametrize("name", clzoo.list_models())

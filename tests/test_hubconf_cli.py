@@ -55,7 +55,8 @@ def test_cli_list(capsys):
     assert out.splitlines()[0].split()[:3] == ["name", "method", "backbone"]
     assert len(out.splitlines()) == 1 + len(clzoo.list_models())
     assert main(["list", "mocov2*", "--pretrained", "--names-only"]) == 0
-    assert capsys.readouterr().out.split() == ["mocov2_resnet50.200ep", "mocov2_resnet50.800ep"]
+    assert capsys.readouterr().out.split() == ["mocov2_resnet50.200ep", "mocov2_resnet50.800ep",
+                                               "mocov2_resnet50.pycontrast"]
     assert main(["list", "nothing*"]) == 1
 
 

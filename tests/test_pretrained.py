@@ -2,8 +2,6 @@
 import argparse
 import json
 import os
-import sys
-import types
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ import clzoo
 from clzoo import (CheckpointMismatchError, ConversionError, DownloadError, UnsafeCheckpointError,
                    get_pretrained_cfg)
 from clzoo._registry import _weights
-from tests.helpers import randomize_bn_stats
+from tests.helpers import randomize_bn_stats, save_with_nce_average
 
 MOCO_URL = get_pretrained_cfg("mocov2_resnet50.800ep").url
 
@@ -196,29 +194,12 @@ def test_harmless_objects_of_official_files_load(tmp_path, moco):
           if k.startswith("module.encoder_q.") and ".fc." not in k}
 
     # lemniscate pickles its memory-bank module; the class only exists in the authors' repo
-    lib = types.ModuleType("lib")
-    nce_mod = types.ModuleType("lib.NCEAverage")
-
-    class NCEAverage(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.register_buffer("memory", torch.randn(10, 128))
-            self.register_buffer("params", torch.tensor([4096, 0.07, -1, 0.5]))
-
-    NCEAverage.__module__, NCEAverage.__qualname__ = "lib.NCEAverage", "NCEAverage"
-    nce_mod.NCEAverage = NCEAverage
-    sys.modules.update({"lib": lib, "lib.NCEAverage": nce_mod})
-    try:
-        ckpt_file = tmp_path / "lemniscate_resnet50_update.pth"
-        import numpy as np
-        torch.save({"epoch": 200, "arch": "resnet50", "best_prec1": np.float64(46.8), "args": argparse.Namespace(lr=0.03),
-                    "lemniscate": NCEAverage(),
-                    "state_dict": {f"module.{k}": v for k, v in sd.items()} | {
-                        "module.fc.weight": torch.randn(128, 2048), "module.fc.bias": torch.randn(128)}},
-                   ckpt_file)
-    finally:
-        for name in ("lib", "lib.NCEAverage"):
-            sys.modules.pop(name)
+    import numpy as np
+    ckpt_file = tmp_path / "lemniscate_resnet50_update.pth"
+    save_with_nce_average(lambda bank: {
+        "epoch": 200, "arch": "resnet50", "best_prec1": np.float64(46.8), "args": argparse.Namespace(lr=0.03),
+        "lemniscate": bank, "state_dict": {f"module.{k}": v for k, v in sd.items()} | {
+            "module.fc.weight": torch.randn(128, 2048), "module.fc.bias": torch.randn(128)}}, ckpt_file)
     loaded = clzoo.load_checkpoint_file(ckpt_file, ["lib.NCEAverage.NCEAverage"])
     assert type(loaded["lemniscate"]).__module__.startswith("clzoo.stub")  # inert, no authors' code
     assert isinstance(loaded["args"], argparse.Namespace) and float(loaded["best_prec1"]) == 46.8

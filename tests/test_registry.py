@@ -26,7 +26,7 @@ def test_every_required_name_is_registered():
     names = set(clzoo.list_models())
     assert set(REQUIRED) <= names, sorted(set(REQUIRED) - names)
     assert set(SIMCLRV2) <= names
-    assert len(names) == 47
+    assert len(names) == 51
 
 
 def test_names_are_timm_registered_and_method_first():
@@ -38,11 +38,12 @@ def test_names_are_timm_registered_and_method_first():
 def test_list_models_patterns_and_pretrained_tags():
     assert clzoo.list_models("mocov2*") == ["mocov2_resnet50"]
     tagged = clzoo.list_models("mocov2*", pretrained=True)
-    assert tagged == ["mocov2_resnet50.200ep", "mocov2_resnet50.800ep"]
+    assert tagged == ["mocov2_resnet50.200ep", "mocov2_resnet50.800ep", "mocov2_resnet50.pycontrast"]
     assert clzoo.list_pretrained("mocov2*") == tagged
-    # entries without a known source are not listed as pretrained
-    assert not clzoo.list_pretrained("infomin*")
-    assert "infomin_resnet50" in clzoo.list_models("infomin*")
+    # every registered release has a source: a URL, or a shared folder and the file's name in it
+    from clzoo._registry import list_entries
+    assert clzoo.list_pretrained() == list_entries()
+    assert clzoo.model_info("infomin_resnet101")["weights"]["folder_file"] == "InfoMin_resnet101_e300.pth"
 
 
 def test_default_tag_is_the_strongest_release():
@@ -131,6 +132,6 @@ def test_unknown_tag_lists_available_tags():
 
 def test_pretrained_without_weights_says_how_to_pass_a_file(clzoo_home):
     with pytest.raises(NoPretrainedWeightsError) as e:
-        clzoo.create_model("infomin_resnet50", pretrained=True)
+        clzoo.create_model("infomin_resnet50", pretrained=True, pretrained_cfg_overlay=dict(url=None))
     msg = str(e.value)
     assert "infomin_resnet50" in msg and "pretrained_cfg_overlay=dict(file=" in msg and "pretrained=False" in msg

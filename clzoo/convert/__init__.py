@@ -46,6 +46,9 @@ class CheckpointFormat:
     convert_fn: Optional[Callable[[Any], Dict[str, torch.Tensor]]] = None
     # Raw file loader for non-torch containers (e.g. .npz); default: safe torch.load.
     load_fn: Optional[Callable[[Path], Any]] = None
+    # Files released beside the one a URL names, fetched into the same download folder (e.g. the
+    # `.data-00000-of-00001` shard of a TF checkpoint whose `.index` is the entry's URL).
+    companion_urls: Optional[Callable[[str], Tuple[str, ...]]] = None
     version: int = 1  # bump when the conversion changes, to invalidate cached conversions
 
 
@@ -141,4 +144,4 @@ def load_and_convert(path: Union[str, Path], fmt: Union[str, CheckpointFormat]) 
     return convert_checkpoint(obj, fmt)
 
 
-from . import formats  # noqa: E402,F401  (registers the official formats)
+from . import byol, formats, simclr  # noqa: E402,F401  (registers the official formats)

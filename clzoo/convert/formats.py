@@ -1,6 +1,6 @@
 """The official PyTorch checkpoint layouts (checkpoints.md §2-§16; key lists in reference/keys/)."""
 
-from . import CheckpointFormat, register_format
+from . import CheckpointFormat, convert_checkpoint, register_format
 
 # A bare backbone state dict with torchvision/timm names, possibly under 'state_dict'/'model' and
 # 'module.': DINO `*_pretrain.pth`, Barlow Twins `resnet50.pth`, clzoo/timm exports.
@@ -97,4 +97,31 @@ VISSL = register_format(CheckpointFormat(
                 ("model", "trunk"), ("trunk",)),
     strip_prefixes=("module.", "_feature_blocks."),
     drop_prefixes=("fc.", "heads."),
+))
+
+# HobbitLong/CMC train_CMC.py: {'opt','model','contrast','optimizer','epoch',('amp')}; `model` is
+# MyResNetsCMC with encoder = DataParallel(ResNetV{1,2,3}): encoder.module.{l_to_ab,ab_to_l}.*, each
+# branch with its own 128-d fc (dropped). The branches keep their names in clzoo's CMCResNet.
+CMC = register_format(CheckpointFormat(
+    name="cmc",
+    description="CMC checkpoint (HobbitLong/CMC train_CMC.py, Lab views)",
+    containers=(("model",),),
+    keep_prefixes=("encoder.module.", "module.encoder.module.", "encoder."),
+    drop_prefixes=("l_to_ab.fc.", "ab_to_l.fc."),
+))
+
+
+def _pycontrast_branch(i: int) -> CheckpointFormat:
+    return CheckpointFormat(name="pycontrast_cmc", description=PYCONTRAST_CMC_DESCRIPTION,
+                            containers=(("model",),), keep_prefixes=(f"module.encoder{i}.", f"encoder{i}."))
+
+
+# HobbitLong/PyContrast CMC (networks/build_backbone.py CMCSingleHead): model keys module.encoder1.*
+# (Y) and module.encoder2.* (DbDr), heads head1/head2; encoder1 -> l_to_ab, encoder2 -> ab_to_l.
+PYCONTRAST_CMC_DESCRIPTION = "PyContrast CMC checkpoint (HobbitLong/PyContrast, YDbDr views, encoder1/encoder2)"
+PYCONTRAST_CMC = register_format(CheckpointFormat(
+    name="pycontrast_cmc",
+    description=PYCONTRAST_CMC_DESCRIPTION,
+    convert_fn=lambda obj: {f"{branch}.{k}": v for i, branch in ((1, "l_to_ab"), (2, "ab_to_l"))
+                            for k, v in convert_checkpoint(obj, _pycontrast_branch(i)).items()},
 ))

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_conv2d, create_pool2d
+from timm.layers.selective_kernel import SelectiveKernelAttn
 from timm.models import ResNet, VisionTransformer
 from timm.models._features import feature_take_indices
 from timm.models.resnet import BasicBlock, Bottleneck
@@ -35,7 +36,7 @@ from .._builder import build_encoder
 
 __all__ = [
     "build_resnet", "build_sk_resnet", "build_vit", "build_mocov3_vit", "build_cmc",
-    "CMCResNet", "rgb_to_lab", "mocov3_sincos_pos_embed",
+    "CMCResNet", "rgb_to_lab", "rgb_to_ydbdr", "mocov3_sincos_pos_embed", "TFSameAvgPool2x2", "TFPaddedAvgPool2x2",
 ]
 
 RESNET_LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
@@ -80,13 +81,54 @@ def _tf_same_padding(model: ResNet, mode: str) -> None:
             block.conv2 = _same_conv(block.conv2)
 
 
-def _make_resnet(*, width: int = 1, same_padding: Optional[str] = None, **kwargs) -> ResNet:
+class TFSameAvgPool2x2(nn.Module):
+    """`tf.layers.average_pooling2d(pool_size=2, strides=1, padding='SAME')`.
+
+    TF 'SAME' pads one row/column *after* the input and, for average pooling, leaves the padded
+    positions out of the mean. SimCLR v2's ResNet-D shortcut applies it in the first block of the first
+    group, where timm's `avg_down` has no pooling at all.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, 1)
+        valid = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), (0, 1, 0, 1)), 2, 1)
+        return total / valid
+
+
+class TFPaddedAvgPool2x2(nn.Module):
+    """SimCLR's `fixed_padding(x, 2)` + 2x2/2 'VALID' average pool: one zero row/column after, counted.
+
+    Equals timm's `AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)` on even sizes only.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, 2)
+
+
+def _tf_sk_blocks(model: ResNet, sk_ratio: float, min_dim: int = 32) -> None:
+    """SimCLR v2 SK details: attention width max(int(C * sk_ratio), 32) per block (timm's make_divisible
+    rounds 4..16 up to the divisor instead), and the TF pooling in the ResNet-D shortcuts."""
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in stage:
+            attn, channels = block.conv2.attn, block.conv2.paths[0].conv.out_channels
+            ref = attn.fc_reduce.weight
+            block.conv2.attn = SelectiveKernelAttn(channels, 2, max(int(channels * sk_ratio), min_dim),
+                                                   device=ref.device, dtype=ref.dtype)
+            if block.downsample is not None:
+                pool = block.downsample[0]
+                block.downsample[0] = TFSameAvgPool2x2() if isinstance(pool, nn.Identity) else TFPaddedAvgPool2x2()
+
+
+def _make_resnet(*, width: int = 1, same_padding: Optional[str] = None, sk_ratio: Optional[float] = None,
+                 **kwargs) -> ResNet:
     kwargs.setdefault("channels", tuple(c * width for c in (64, 128, 256, 512)))
     model = ResNet(**kwargs)
     if width != 1:
         _widen_stem(model, 64 * width, kwargs.get("in_chans", 3))
     if same_padding:
         _tf_same_padding(model, same_padding)
+    if sk_ratio:
+        _tf_sk_blocks(model, sk_ratio)
     return model
 
 
@@ -100,17 +142,18 @@ def build_resnet(variant: str, pretrained: bool = False, *, depth: int = 50, wid
 
 def build_sk_resnet(variant: str, pretrained: bool = False, *, depth: int = 50, width: int = 1,
                     **kwargs) -> ResNet:
-    """SimCLR v2 'sk1' ResNet: ResNet-D (deep stem, avg-pool shortcut) with Selective-Kernel 3x3 convs.
+    """SimCLR v2 'sk1' ResNet (google-research/simclr resnet.py with sk_ratio 0.0625).
 
-    The TF SK conv computes both 3x3 paths as one conv with 2x outputs (no input split), and its
-    attention width is max(filters/16, 32); rd_divisor=16 reproduces that for the 1x/2x/3x widths.
+    ResNet-D: a deep stem of three 3x3 convs (32w, 32w, 64w) and average-pooled projection shortcuts,
+    TF 'SAME' stem max-pool; Selective-Kernel 3x3 convs computed as one conv with 2x outputs (no input
+    split, both paths 3x3 without dilation) and an attention of width max(int(filters / 16), 32).
     """
-    sk_kwargs = dict(kernel_size=[3, 3], split_input=False, rd_ratio=1 / 16, rd_divisor=16)
+    sk_kwargs = dict(kernel_size=[3, 3], split_input=False)
     model_args = dict(
         block=SelectiveKernelBottleneck, layers=RESNET_LAYERS[depth], stem_width=32 * width,
         stem_type="deep", avg_down=True, channels=tuple(c * width for c in (64, 128, 256, 512)),
         block_args=dict(sk_kwargs=sk_kwargs), zero_init_last=False)
-    model_cls = partial(_make_resnet, width=1, same_padding="maxpool")
+    model_cls = partial(_make_resnet, width=1, same_padding="maxpool", sk_ratio=0.0625)
     return build_encoder(model_cls, variant, pretrained, **dict(model_args, **kwargs))
 
 
@@ -169,39 +212,63 @@ _D65_WHITE = torch.tensor([0.95047, 1.0, 1.08883])
 # a in [-86.183, 98.233], b in [-107.857, 94.478] (HobbitLong/CMC LinearProbing.py).
 CMC_LAB_MEAN = (50.0, 6.025, -6.6895)
 CMC_LAB_STD = (50.0, 92.208, 101.1675)
+# PyContrast's CMC uses YDbDr (skimage.color.rgb2ydbdr) normalised with these (datasets/util.py).
+_YDBDR_FROM_RGB = torch.tensor([[0.299, 0.587, 0.114], [-0.45, -0.883, 1.333], [-1.333, 1.116, 0.217]])
+CMC_YDBDR_MEAN = (0.457, -0.082, -0.052)
+CMC_YDBDR_STD = (0.500, 1.331, 1.333)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1], (B, 3, H, W) -> CIE Lab (D65), as skimage.color.rgb2lab computes it."""
-    rgb = rgb.float()
+    rgb = _compute_dtype(rgb)
     linear = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055).pow(2.4), rgb / 12.92)
-    xyz = torch.einsum("ij,bjhw->bihw", _XYZ_FROM_RGB.to(rgb.device), linear)
-    xyz = xyz / _D65_WHITE.to(rgb.device).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,bjhw->bihw", _XYZ_FROM_RGB.to(rgb), linear)
+    xyz = xyz / _D65_WHITE.to(rgb).view(1, 3, 1, 1)
     f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12).pow(1 / 3), 7.787 * xyz + 16 / 116)
     fx, fy, fz = f.unbind(1)
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
+def rgb_to_ydbdr(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1], (B, 3, H, W) -> YDbDr, as skimage.color.rgb2ydbdr computes it."""
+    rgb = _compute_dtype(rgb)
+    return torch.einsum("ij,bjhw->bihw", _YDBDR_FROM_RGB.to(rgb), rgb)
+
+
+_COLOUR_SPACES = {"lab": (rgb_to_lab, CMC_LAB_MEAN, CMC_LAB_STD),
+                  "ydbdr": (rgb_to_ydbdr, CMC_YDBDR_MEAN, CMC_YDBDR_STD)}
+
+
 class CMCResNet(nn.Module):
     """CMC encoder: `l_to_ab` sees L, `ab_to_l` sees ab; features are concatenated (2 x 2048*width).
 
-    Takes RGB in [0, 1] (the pretrained cfg has mean 0 / std 1) and converts to normalised Lab inside,
-    so timm's data config and transforms work unchanged. Feature maps of the two branches are
-    concatenated along channels, so `features_only` gives (B, 2C, H, W) per stage.
+    Takes RGB in [0, 1] (the pretrained cfg has mean 0 / std 1) and converts to the normalised colour
+    space inside, so timm's data config and transforms work unchanged. `colour="lab"` is the official
+    CMC release; `colour="ydbdr"` is PyContrast's CMC, whose first branch (`l_to_ab` here, PyContrast's
+    `encoder1`) sees Y and the second DbDr. Feature maps of the two branches are concatenated along
+    channels, so `features_only` gives (B, 2C, H, W) per stage.
     """
 
     def __init__(self, width: float = 1.0, depth: int = 50, num_classes: int = 0, global_pool: str = "avg",
-                 in_chans: int = 3, drop_rate: float = 0.0, **kwargs):
+                 in_chans: int = 3, drop_rate: float = 0.0, colour: str = "lab", **kwargs):
         super().__init__()
         if in_chans != 3:
             raise ValueError("CMC takes RGB input (in_chans=3); it splits Lab into L and ab itself")
+        if colour not in _COLOUR_SPACES:
+            raise ValueError(f"unknown CMC colour space {colour!r}; one of {sorted(_COLOUR_SPACES)}")
+        self.colour = colour
+        self._to_colour, mean, std = _COLOUR_SPACES[colour]
         channels = tuple(int(c * width) for c in (64, 128, 256, 512))
         branch = dict(block=Bottleneck, layers=RESNET_LAYERS[depth], channels=channels, num_classes=0,
                       global_pool="", **kwargs)
         self.l_to_ab = ResNet(in_chans=1, **branch)
         self.ab_to_l = ResNet(in_chans=2, **branch)
-        self.register_buffer("lab_mean", torch.tensor(CMC_LAB_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("lab_std", torch.tensor(CMC_LAB_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("lab_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("lab_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.num_features = self.head_hidden_size = 2 * self.l_to_ab.num_features
@@ -210,7 +277,7 @@ class CMCResNet(nn.Module):
         self.feature_info = [dict(info, num_chs=2 * info["num_chs"]) for info in self.l_to_ab.feature_info]
 
     def _split_lab(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        lab = (rgb_to_lab(x) - self.lab_mean) / self.lab_std
+        lab = (self._to_colour(x) - self.lab_mean.to(x)) / self.lab_std.to(x)
         return lab[:, :1].to(x.dtype), lab[:, 1:].to(x.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

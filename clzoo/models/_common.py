@@ -136,3 +136,40 @@ def tf_resnet_cfg(url: Optional[str] = None, **kwargs: Any) -> Dict[str, Any]:
 def paper_fields(method: str) -> Dict[str, Any]:
     info = METHODS[method]
     return dict(method=method, paper_name=info.paper, paper_ids=f"arXiv:{info.arxiv}", origin_url=info.code)
+
+
+# ---------------------------------------------------------------------------------------------
+# HobbitLong/PyContrast model zoo (docs/MODEL_ZOO.md): InfoMin and PyContrast's re-implementations of
+# InsDis, CMC, MoCo, PIRL and MoCo v2, shared through two Dropbox folders. The README links only the
+# folders; the per-file links below point into the R50 folder and are the ones third-party loaders use
+# (e.g. linusericsson/ssl-transfer). Files without one are named inside their folder (`folder_file`).
+
+PYCONTRAST_CODE = "https://github.com/HobbitLong/PyContrast"
+PYCONTRAST_R50_FOLDER = "https://www.dropbox.com/sh/87d24jqsl6ra7t2/AABdDXZZBTnMQCBrg1yrQKVCa?dl=0"
+PYCONTRAST_ARCH_FOLDER = "https://www.dropbox.com/sh/fit1szeqf4kiwob/AADIgPT4EItaMOtGCunBfWXCa?dl=0"
+_DROPBOX_R50 = "https://www.dropbox.com/sh/87d24jqsl6ra7t2/"
+PYCONTRAST_FILE_URLS = {
+    "InsDis.pth": _DROPBOX_R50 + "AACcsSIt1_Njv7GsmsuzZ6Sta/InsDis.pth?dl=1",
+    "CMC.pth": _DROPBOX_R50 + "AACYcqgM-lcG3__QIbxuM2Koa/CMC.pth?dl=1",
+    "MoCo.pth": _DROPBOX_R50 + "AAB53yJAYuCrOFluygBsVKOOa/MoCo.pth?dl=1",
+    "PIRL.pth": _DROPBOX_R50 + "AADN4jKnvTI0U5oT6hTmQZz8a/PIRL.pth?dl=1",
+    "MoCov2.pth": _DROPBOX_R50 + "AABaYuKiiZFYowa31yKeGGOQa/MoCov2.pth?dl=1",
+    "InfoMin_200.pth": _DROPBOX_R50 + "AACgeWc3nQ4P4zUh48KWqhxBa/InfoMin_200.pth?dl=1",
+    "InfoMin_800.pth": _DROPBOX_R50 + "AAAzMTynP3Qc8mIE4XWkgILUa/InfoMin_800.pth?dl=1",
+}
+# options/base_options.py: SGD, momentum 0.9, wd 1e-4, 65536 negatives, softmax-CE; per method
+# `override_dict` sets view(s), jigsaw branch, memory, augmentation, head and temperature.
+PYCONTRAST_RECIPE = "SGD lr 0.03, momentum 0.9, wd 1e-4, batch 256, lr x0.1 at 120/160; 65536 negatives, softmax-CE; "
+
+
+def pycontrast_cfg(method: str, filename: str, backbone: str, recipe: str, top1: Optional[float] = None,
+                   epochs: int = 200, batch_size: int = 256, weights_format: str = "pycontrast",
+                   folder: str = PYCONTRAST_R50_FOLDER, notes: str = "", **kwargs: Any) -> Dict[str, Any]:
+    """A PyContrast release: its per-file link where one is known, else its folder and file name."""
+    url = PYCONTRAST_FILE_URLS.get(filename)
+    where = f"{filename} in the PyContrast Dropbox folder {folder}"
+    return resnet_cfg(url or folder, license="bsd-2-clause", backbone=backbone, weights_format=weights_format,
+                      folder_file=None if url else filename, epochs=epochs, batch_size=batch_size,
+                      recipe=recipe, metrics=(linear(top1, "pycontrast"),) if top1 is not None else (),
+                      notes="; ".join(n for n in (where, notes) if n),
+                      **dict(paper_fields(method), origin_url=PYCONTRAST_CODE), **kwargs)

@@ -7,7 +7,7 @@ from timm.models import register_model
 
 from .._registry import register_cfgs
 from ._archs import build_resnet
-from ._common import knn, linear, paper_fields, resnet_cfg
+from ._common import PYCONTRAST_RECIPE, knn, linear, paper_fields, pycontrast_cfg, resnet_cfg
 
 _URL = "https://frontiers.blob.core.windows.net/pretraining/checkpoints/pil_pretrained_models/lemniscate/"
 _NCE = ("SGD lr 0.03, wd 1e-4, batch 256, lr x0.1 at 120/160; 128-d memory bank, momentum 0.5; "
@@ -27,6 +27,9 @@ default_cfgs = register_cfgs({
                                          linear(58.5, "instdisc"), _LICENSE_NOTE),
     "instdisc_resnet50.nce4k": _cfg("lemniscate_resnet50.pth", "ResNet-50", _NCE, knn(46.8, "instdisc"),
                                     _LICENSE_NOTE),
+    "instdisc_resnet50.pycontrast": pycontrast_cfg(
+        "instdisc", "InsDis.pth", "ResNet-50", PYCONTRAST_RECIPE + "memory bank (m 0.5), linear head, tau 0.07",
+        59.5, notes="PyContrast re-implementation"),
     "instdisc_resnet18.nce4k": _cfg("lemniscate_resnet18.pth", "ResNet-18", _NCE, knn(41.0, "instdisc"),
                                     _LICENSE_NOTE),
 })

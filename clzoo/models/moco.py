@@ -7,7 +7,7 @@ from timm.models import register_model
 
 from .._registry import register_alias, register_cfgs
 from ._archs import build_resnet
-from ._common import linear, paper_fields, resnet_cfg
+from ._common import PYCONTRAST_RECIPE, linear, paper_fields, pycontrast_cfg, resnet_cfg
 
 _URL = "https://dl.fbaipublicfiles.com/moco/moco_checkpoints/"
 _V1 = ("SGD lr 0.03, momentum 0.9, wd 1e-4, batch 256, lr x0.1 at 120/160; queue 65536, m 0.999, tau 0.07; "
@@ -26,6 +26,12 @@ default_cfgs = register_cfgs({
     "mocov1_resnet50.200ep": _cfg("mocov1", "moco_v1_200ep", 60.6, "b251726a", 200, _V1),
     "mocov2_resnet50.800ep": _cfg("mocov2", "moco_v2_800ep", 71.1, "a04e12f8", 800, _V2),
     "mocov2_resnet50.200ep": _cfg("mocov2", "moco_v2_200ep", 67.7, "59fd9945", 200, _V2),
+    "mocov1_resnet50.pycontrast": pycontrast_cfg(
+        "mocov1", "MoCo.pth", "ResNet-50", PYCONTRAST_RECIPE + "MoCo queue (m 0.999), linear head, tau 0.07", 60.8,
+        notes="PyContrast re-implementation"),
+    "mocov2_resnet50.pycontrast": pycontrast_cfg(
+        "mocov2", "MoCov2.pth", "ResNet-50", PYCONTRAST_RECIPE + "MoCo queue (m 0.999), MLP head, tau 0.2, blur",
+        67.5, notes="PyContrast re-implementation"),
 })
 register_alias("resnet50.mocov1", "mocov1_resnet50.200ep")
 register_alias("resnet50.mocov2", "mocov2_resnet50.800ep")

@@ -7,7 +7,7 @@ from timm.models import register_model
 
 from .._registry import register_cfgs
 from ._archs import build_resnet
-from ._common import linear, paper_fields, resnet_cfg
+from ._common import PYCONTRAST_RECIPE, linear, paper_fields, pycontrast_cfg, resnet_cfg
 
 _URL = "https://dl.fbaipublicfiles.com/vissl/model_zoo/"
 _RECIPE = ("SGD lr 0.12, wd 1e-4 (no wd on BN/bias), cosine, batch 1024; memory bank 32000 negatives, "
@@ -29,6 +29,9 @@ default_cfgs = register_cfgs({
     "pirl_resnet50.200ep_mlp_gblur": _cfg("pirl/r50_200ep_mlp_gblur/model_final_checkpoint_phase199.torch",
                                           "ResNet-50", 65.8, 200, mlp=True),
     "pirl_resnet50.200ep": _cfg("pirl/r50_200ep/model_final_checkpoint_phase199.torch", "ResNet-50", 62.9, 200),
+    "pirl_resnet50.pycontrast": pycontrast_cfg(
+        "pirl", "PIRL.pth", "ResNet-50", PYCONTRAST_RECIPE + "memory bank (m 0.5) + jigsaw branch, linear head, tau 0.07",
+        61.7, notes="PyContrast re-implementation, not the authors' (VISSL) weights"),
     "pirl_resnet50w2.400ep_mlp_gblur": _cfg("pirl/r50w2_400ep_mlphead_gblur/model_final_checkpoint_phase399.torch",
                                             "ResNet-50 x2", 70.9, 400, mlp=True),
     "pirl_resnet50w2.400ep": _cfg("pirl/w2_400ep/model_final_checkpoint_phase399.torch", "ResNet-50 x2", 69.3, 400),
