@@ -42,3 +42,19 @@ def test_cli_smoke_and_export(tmp_path, method, model):
     if model.startswith("vit") and method == "dino":  # 2 global 32-px + 8 local 16-px crops, one model
         cfg = json.load(open(os.path.join(out, "config.json")))
         assert cfg["model_args"]["img_size"] == [32, 32] and cfg["model_args"]["dynamic_img_size"]
+
+
+def test_grad_accumulation_updates_teacher_and_center_once_per_step(tmp_path, monkeypatch):
+    from training.methods.dino import DINO
+    calls = []
+    original = DINO.after_optimizer_step
+
+    def counting(self, step):
+        calls.append((step, len(self._pending)))
+        original(self, step)
+
+    monkeypatch.setattr(DINO, "after_optimizer_step", counting)
+    out = str(tmp_path / "accum")
+    assert pretrain.main(["--method", "dino", "--model", "test_resnet", *SMOKE, "--grad-accum", "2",
+                          "--hparams.out_dim", "64", "--model-args", "{}", "--output", out]) == 0
+    assert calls == [(0, 2), (1, 2), (2, 2)]  # one EMA + center update per step, from both micro-batches
