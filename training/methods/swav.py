@@ -69,7 +69,7 @@ class SwAV(nn.Module):
         B = len(views[0])
         z = F.normalize(self.projector(multicrop_forward(self.backbone, views)), dim=1)
         scores = self.prototypes(z).float().split([len(v) for v in views])
-        use_queue = self.queue is not None and bool((self.queue[:, -1] != 0).all())
+        use_queue = self.queue is not None and bool((self.queue[:, -1] != 0).any())  # its oldest row written
         codes = {}
         for i, s in enumerate(self.crops_for_assign):
             out = scores[s].detach()
