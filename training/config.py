@@ -18,6 +18,8 @@ import re
 
 import yaml
 
+from .methods import METHODS
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 QUICKSTART = os.path.join(CONFIG_DIR, "quickstart.yaml")
 
@@ -54,7 +56,8 @@ DEFAULTS: dict = {
     "momentum": 0.9,
     "betas": [0.9, 0.999],
     "lars_eta": 0.001,
-    "clip_grad": 0.0,           # > 0: clip the global gradient norm
+    "clip_grad": 0.0,           # > 0: clip the gradient norm
+    "clip_grad_mode": "global",  # global (one norm over all parameters) | per_param (DINO: each on its own)
     "aug": {"preset": "simclr"},  # keyword arguments of data.transforms.build_views
     "hparams": {},              # keyword arguments of the method (methods/<method>.py)
     "knn": {"every": 1, "k": 20, "temperature": 0.07, "train_samples": 0, "test_samples": 0, "batch_size": 512},
@@ -170,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pretrain.py", description="Self-supervised pre-training (clzoo trainer). With no arguments: "
         "the quick-start run (configs/quickstart.yaml). Any config key can also be set as --key value "
         "or --section.key value.")
-    p.add_argument("--method", help="instdisc, invaspread, mocov1, mocov2, simclr, simclrv2, pirl, infomin")
+    p.add_argument("--method", help=", ".join(METHODS))
     p.add_argument("--model", help="any timm backbone name or clzoo entry")
     p.add_argument("--data", help="synthetic | PATH (ImageFolder) | hf:NAME")
     p.add_argument("--epochs", type=int)
@@ -194,8 +197,8 @@ def load_config(argv: list[str] | None = None) -> dict:
     file_cfg = _read_yaml(config_path) if config_path else {}
     method = cli.get("method") or file_cfg.get("method")
     if not method:
-        raise ConfigError("no method: pass --method (one of instdisc, invaspread, mocov1, mocov2, simclr, "
-                          "simclrv2, pirl, infomin) or a --config with a `method:` key")
+        raise ConfigError(f"no method: pass --method (one of {', '.join(METHODS)}) or a --config with a "
+                          "`method:` key")
     cfg = _merge(DEFAULTS, method_recipe(method), f"configs/{method}.yaml")
     cfg = _merge(cfg, file_cfg, config_path or "")
     cfg = _merge(cfg, cli, "the command line")
@@ -219,7 +222,8 @@ def validate(cfg: dict) -> None:
     if cfg["batch_size"] % cfg["grad_accum"]:
         raise ConfigError(f"batch_size {cfg['batch_size']} is not divisible by grad_accum {cfg['grad_accum']}")
     choices = {"optimizer": ("sgd", "lars", "adamw"), "lr_scaling": ("linear", "sqrt", "none"),
-               "lr_schedule": ("cosine", "step"), "mixed_precision": ("no", "bf16", "fp16")}
+               "lr_schedule": ("cosine", "step"), "mixed_precision": ("no", "bf16", "fp16"),
+               "clip_grad_mode": ("global", "per_param")}
     for key, options in choices.items():
         if cfg[key] not in options:
             raise ConfigError(f"{key} must be one of {', '.join(options)}, got {cfg[key]!r}")

@@ -4,7 +4,7 @@
 The loop, once per optimizer step:
     views   = augment(images, dataset indices, epoch)          (seeded per sample: data/transforms.py)
     loss    = method(views, step) / grad_accum; backward        (per micro-batch; DDP syncs on the last)
-    lr, wd  = schedules[step]; clip; optimizer.step()
+    lr, wd  = schedules[step]; method.before_optimizer_step (frozen layers); clip; optimizer.step()
     method.after_optimizer_step(step)                           (EMA, queue, memory bank: once per step)
     metrics.jsonl / TensorBoard; checkpoint every `save_every`; kNN monitor at each epoch end.
 At the end the backbone is exported (model.safetensors + timm config.json) with results.json.
@@ -37,7 +37,8 @@ from training.data import SkipUnreadable, build_dataset, collate
 from training.data.rng import generator, hash64
 from training.data.transforms import build_views
 from training.methods import TrainInfo, build_method
-from training.modules.optim import build_optimizer, cosine_schedule, scaled_lr, step_schedule
+from training.modules.optim import (build_optimizer, clip_gradients_per_param, cosine_schedule, scaled_lr,
+                                    step_schedule)
 from training.monitor import knn_eval
 
 
@@ -59,11 +60,20 @@ def micro_batches(batch: torch.Tensor, grad_accum: int, world: int, rank: int) -
 
 
 def build_backbone(cfg: dict) -> torch.nn.Module:
+    """The timm encoder. A ViT (a model with a `patch_embed`) is built for `image_size` unless model_args
+    say otherwise, and with `dynamic_img_size` when multi-crop adds local views of another size (its
+    position embedding is then interpolated per crop size, as DINO's `interpolate_pos_encoding`)."""
     import clzoo
-    if cfg["init_from"]:
-        backbone = clzoo.create_model(cfg["init_from"], pretrained=True, **cfg["model_args"])
-    else:
-        backbone = clzoo.create_model(cfg["model"], pretrained=False, **cfg["model_args"])
+    name, pretrained = (cfg["init_from"], True) if cfg["init_from"] else (cfg["model"], False)
+    kwargs = dict(cfg["model_args"])
+    backbone = clzoo.create_model(name, pretrained=pretrained, **kwargs)
+    patch_embed = getattr(backbone, "patch_embed", None)
+    if patch_embed is not None and getattr(patch_embed, "img_size", None) is not None:
+        kwargs.setdefault("img_size", cfg["image_size"])
+        if cfg["aug"].get("local_views"):
+            kwargs.setdefault("dynamic_img_size", True)
+        if kwargs != cfg["model_args"]:
+            backbone = clzoo.create_model(name, pretrained=pretrained, **kwargs)
     if getattr(backbone, "num_classes", 0) != 0 or not hasattr(backbone, "num_features"):
         raise ConfigError(f"{cfg['model']}: expected a timm model with num_classes=0 and num_features")
     return backbone
@@ -175,6 +185,7 @@ def train(cfg: dict) -> dict:
     optimizer = build_optimizer(method.param_groups(), cfg["optimizer"], cfg["weight_decay"], cfg["momentum"],
                                 cfg["betas"], cfg["lars_eta"])
     lrs, wds = schedules(cfg, total_steps, steps_per_epoch)
+    peak_lr = scaled_lr(cfg["lr"], N, cfg["lr_scaling"])  # groups with fixed_lr (SimSiam's predictor)
     start_step = 0
     if resume is not None:
         method.load_state_dict(resume["method"])
@@ -267,11 +278,14 @@ def train(cfg: dict) -> dict:
                         f"applying this update. The last good checkpoint is kept in "
                         f"{os.path.join(run_dir, 'checkpoint.pt')} (saved every {cfg['save_every']} steps).")
                 for g in optimizer.param_groups:
-                    g["lr"] = (lrs[0] if g["fixed_lr"] else lrs[step]) * g["lr_scale"]
+                    g["lr"] = (peak_lr if g["fixed_lr"] else lrs[step]) * g["lr_scale"]
                     g["weight_decay"] = wds[step] * g["wd_scale"]
                 if hasattr(raw, "before_optimizer_step"):
                     raw.before_optimizer_step(step)
-                if cfg["clip_grad"]:
+                if cfg["clip_grad"] and cfg["clip_grad_mode"] == "per_param":  # DINO's clip_gradients
+                    accelerator.unscale_gradients()
+                    clip_gradients_per_param(method.parameters(), cfg["clip_grad"])
+                elif cfg["clip_grad"]:
                     accelerator.clip_grad_norm_(method.parameters(), cfg["clip_grad"])
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -1,6 +1,7 @@
-"""Run by test_distributed.py, once as a plain single process and once under
-`accelerate launch --multi_gpu --num_processes 2` (gloo on CPU). Every process takes its slice of the same
-global batch; the outputs are saved (rank 0) for the test to compare between the two runs."""
+"""Run by test_train_distributed.py (and, with the argument `methods5`, test_train_distributed5.py), once as
+a plain single process and once under `accelerate launch --multi_gpu --num_processes 2` (gloo on CPU).
+Every process takes its slice of the same global batch; the outputs are saved (rank 0) for the test to
+compare between the two runs."""
 
 import os
 import sys
@@ -53,7 +54,68 @@ def mean_over_processes(x):
     return gather_no_grad(x.detach()[None]).mean()
 
 
-def main(out_path):
+def methods5(out, out_path, sl, W):
+    """Barlow Twins (global BN + cross-correlation), SwAV (distributed Sinkhorn), DINO (all-reduced center)
+    and MoCo v3 (gathered keys): two optimizer steps each with DDP-averaged gradients, BN-free heads."""
+    from training.methods.barlowtwins import BarlowTwins
+    from training.methods.dino import DINO
+    from training.methods.mocov3 import MoCoV3
+    from training.methods.swav import SwAV
+    from training.modules.momentum import momentum_copy
+
+    info = TrainInfo(num_samples=4 * N, total_steps=4, steps_per_epoch=2, global_batch=N, seed=0)
+
+    def views_of(seed, n_local):
+        g = torch.Generator().manual_seed(seed)
+        v = [torch.randn(N, 3, 16, 16, generator=g) for _ in range(2)]
+        v += [torch.randn(N, 3, 8, 8, generator=g) for _ in range(n_local)]
+        return {"views": [t[sl] for t in v], "index": torch.arange(N)[sl]}
+
+    def two_steps(name, method, n_local):
+        params = [p for p in method.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=0.5)
+        losses = []
+        for step in range(2):
+            loss, _ = method(views_of(40 + step, n_local), step)
+            loss.backward()
+            grads = averaged_grads(method)
+            for p, g in zip(params, grads):
+                p.grad = g
+            if hasattr(method, "before_optimizer_step"):
+                method.before_optimizer_step(step)
+            if step == 0:
+                out[f"{name}_grads"] = [p.grad.clone() if p.grad is not None else None for p in params]
+            opt.step()
+            opt.zero_grad()
+            method.after_optimizer_step(step)
+            losses.append(mean_over_processes(loss))
+        out[f"{name}_losses"], out[f"{name}_state"] = losses, method.state_dict()
+
+    torch.manual_seed(4)
+    two_steps("barlow", BarlowTwins(Flat(), info, lambd=0.05, proj_dims=(12,)), 0)
+    torch.manual_seed(5)
+    swav = SwAV(Flat(), info, dim=8, hidden_mlp=0, nmb_prototypes=6, freeze_prototypes_epochs=0.5)
+    two_steps("swav", swav, 2)
+    torch.manual_seed(6)
+    dino = DINO(Flat(), info, out_dim=10, hidden_dim=16, bottleneck_dim=8, freeze_last_layer=0)
+    two_steps("dino", dino, 2)
+    torch.manual_seed(7)
+    moco = MoCoV3(Flat(), info, tau=0.2, m=0.9, dim=8, mlp_dim=16)
+    moco.projector, moco.predictor = nn.Linear(16, 8), nn.Linear(8, 8)  # BN-free heads: exact reference
+    moco.momentum_projector = momentum_copy(moco.projector)
+    two_steps("mocov3", moco, 0)
+
+    if W > 1:  # the trainer itself: DINO's center and per-parameter clipping under DDP
+        from training import pretrain
+        rc = pretrain.main(["--method", "dino", "--model", "test_resnet", "--image-size", "32", "--batch-size", "16",
+                            "--max-steps", "2", "--data-args.num_samples", "64", "--knn.every", "0",
+                            "--hparams.out_dim", "64", "--hparams.hidden_dim", "32", "--aug.local_views", "2",
+                            "--aug.local_size", "16", "--model-args", "{}",
+                            "--output", os.path.join(os.path.dirname(out_path), "dino")])
+        assert rc == 0
+
+
+def main(out_path, group="contrastive"):
     from accelerate import Accelerator
     acc = Accelerator()
     W, r = acc.num_processes, acc.process_index
@@ -61,6 +123,12 @@ def main(out_path):
     B = N // W
     sl = slice(r * B, (r + 1) * B)
     out = {"world_size": W}
+    if group == "methods5":
+        methods5(out, out_path, sl, W)
+        if r == 0:
+            torch.save(out, out_path)
+        acc.wait_for_everyone()
+        return
 
     # Views: the same per-sample views whatever the number of processes.
     images = render(torch.arange(N), 32)
@@ -126,4 +194,4 @@ def main(out_path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -407,6 +407,11 @@ def _byol(v):  # BYOL asymmetric: view 0 blur 1.0 / solarize 0; view 1 blur 0.1 
     return [ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8), Grayscale(0.2), GaussianBlur(blur), Solarize(sol)]
 
 
+def _dino(v):  # DINO DataAugmentationDINO: global 1 blur 1.0; global 2 blur 0.1 + solarize 0.2; locals blur 0.5
+    blur, sol = (1.0, 0.0) if v == 0 else (0.1, 0.2) if v == 1 else (0.5, 0.0)
+    return [ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8), Grayscale(0.2), GaussianBlur(blur), Solarize(sol)]
+
+
 def _pirl(v):  # PIRL / VISSL: CJ(0.4, 0.4, 0.4, 0.2), Gray(0.2) (VISSL's extra "random photometric" op is not here)
     return [ColorJitter(0.4, 0.4, 0.4, 0.2, p=1.0), Grayscale(0.2)]
 
@@ -420,6 +425,7 @@ PRESETS = {
     "mocov2": (_mocov2, (0.2, 1.0)),
     "simclr": (_simclr, (0.08, 1.0)),
     "byol": (_byol, (0.08, 1.0)),
+    "dino": (_dino, (0.4, 1.0)),
     "pirl": (_pirl, (0.08, 1.0)),
     "infomin": (_infomin, (0.2, 1.0)),
 }

@@ -11,6 +11,7 @@ The interface the training loop relies on (and nothing else):
                                         #   "fixed_lr": bool, "lr_scale": float}]
     method.backbone                     # the timm model that is exported
     method.before_optimizer_step(step)  # optional: e.g. cancel the gradient of a frozen last layer
+                                        # (after the backward of every micro-batch, before clipping)
 
 `info` (`TrainInfo`) gives a method what it may need to precompute per-step schedules (DINO-style
 arrays indexed by the global step) or size a memory bank. `logs` holds floats or 0-dim tensors written
@@ -36,19 +37,29 @@ class TrainInfo:
 
 
 def _registry():
+    from .barlowtwins import BarlowTwins
+    from .byol import BYOL
+    from .deepclusterv2 import DeepClusterV2
+    from .dino import DINO
     from .infomin import InfoMin
     from .instdisc import InstDisc
     from .invaspread import InvaSpread
     from .mocov1 import MoCo
     from .mocov2 import MoCoV2
+    from .mocov3 import MoCoV3
     from .pirl import PIRL
     from .simclr import SimCLR
     from .simclrv2 import SimCLRv2
+    from .simsiam import SimSiam
+    from .swav import SwAV
     return {"instdisc": InstDisc, "invaspread": InvaSpread, "mocov1": MoCo, "mocov2": MoCoV2, "simclr": SimCLR,
-            "simclrv2": SimCLRv2, "pirl": PIRL, "infomin": InfoMin}
+            "simclrv2": SimCLRv2, "pirl": PIRL, "infomin": InfoMin, "byol": BYOL, "simsiam": SimSiam,
+            "barlowtwins": BarlowTwins, "swav": SwAV, "deepclusterv2": DeepClusterV2, "mocov3": MoCoV3,
+            "dino": DINO}
 
 
-METHODS = ("instdisc", "invaspread", "mocov1", "mocov2", "simclr", "simclrv2", "pirl", "infomin")
+METHODS = ("instdisc", "invaspread", "mocov1", "mocov2", "simclr", "simclrv2", "pirl", "infomin", "byol", "simsiam",
+           "barlowtwins", "swav", "deepclusterv2", "mocov3", "dino")
 
 
 def method_class(name: str) -> type[nn.Module]:

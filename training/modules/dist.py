@@ -6,6 +6,10 @@
   over its own anchors, the result equals the gradient of the single-process loss on the global batch
   (tests/training/test_distributed.py checks this with 2 gloo processes).
 * `gather_no_grad(x)`: MoCo's `concat_all_gather` (keys, queue and memory-bank updates).
+* `all_reduce_sum(x)`: a sum over processes **with gradient**, by the same rule as `gather`: the
+  backward all-reduces, so every process's loss reaches every process's input (Barlow Twins' cross-
+  correlation, the global BatchNorm of its embedding). `reduce_no_grad(x, op)`: sums / maxima without
+  gradient (Sinkhorn-Knopp's marginals, DINO's center, k-means).
 * `shuffle_bn_forward(encoder, x)`: MoCo's shuffle-BN around the key encoder.
 """
 
@@ -42,6 +46,34 @@ def gather(x: torch.Tensor) -> torch.Tensor:
     return _Gather.apply(x) if world_size() > 1 else x
 
 
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of `x` over processes, differentiable (see the module docstring)."""
+    return _AllReduceSum.apply(x) if world_size() > 1 else x
+
+
+@torch.no_grad()
+def reduce_no_grad(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """All-reduce (sum or max) of a copy of `x`, without gradient."""
+    x = x.detach().clone()
+    if world_size() > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return x
+
+
 @torch.no_grad()
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
@@ -67,3 +99,13 @@ def shuffle_bn_forward(encoder, x: torch.Tensor, generator: torch.Generator | No
     k = encoder(x_all[perm[rank() * B:(rank() + 1) * B]])
     k_all = gather_no_grad(k)
     return k_all[perm.argsort()[rank() * B:(rank() + 1) * B]]
+
+
+def global_batch_norm(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Affine-free BatchNorm1d in training mode over the global batch (SyncBatchNorm of Barlow Twins'
+    `bn`), differentiable, on any device: mean and biased variance from sums over every process."""
+    z = z.float()
+    n = len(z) * world_size()  # every process holds an equal share of the global batch
+    mean = all_reduce_sum(z.sum(0)) / n
+    var = all_reduce_sum(((z - mean) ** 2).sum(0)) / n
+    return (z - mean) / torch.sqrt(var + eps)

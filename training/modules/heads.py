@@ -4,7 +4,14 @@
 * InstDisc / MoCo v1 / InvaSpread / PIRL image head: `MLPHead(D, [], 128)` (one Linear);
 * MoCo v2 / InfoMin: `MLPHead(D, [2048], 128, bn=False)` (Linear-ReLU-Linear, no BN);
 * SimCLR v1: `MLPHead(D, [2048], 128, bn=True, last_bn=True)` (BN on every layer, last without bias/beta);
-* SimCLR v2: `MLPHead(D, [2048, 2048], 128, bn=True, last_bn=True)` (3 layers).
+* SimCLR v2: `MLPHead(D, [2048, 2048], 128, bn=True, last_bn=True)` (3 layers);
+* BYOL projector / predictor: `MLPHead(D, [4096], 256, bn=True, hidden_bias=True)` (haiku's Linear keeps
+  its bias before the BN; the output Linear has none);
+* SimSiam projector: `MLPHead(D, [D, D], D, bn=True, last_bn=True)`; predictor `MLPHead(D, [512], D, bn=True)`;
+* Barlow Twins: `MLPHead(D, [8192, 8192], 8192, bn=True, last_bias=False)`;
+* SwAV / DeepCluster-v2: `MLPHead(D, [2048], 128, bn=True, hidden_bias=True)`;
+* MoCo v3: `MLPHead(D, [4096], 256, bn=True, last_bn=True)` (projector), `last_bias=False` (predictor);
+* DINO: `DINOHead` below (GELU MLP, L2 bottleneck, weight-normalised prototypes).
 """
 
 from __future__ import annotations
@@ -16,13 +23,20 @@ import torch.nn as nn
 
 
 class MLPHead(nn.Sequential):
+    """Linear-[BN]-act per hidden width, then the output Linear [+ BN]. A Linear followed by BN has no bias
+    unless `hidden_bias`; the output Linear has one unless followed by BN or `last_bias=False`."""
+
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, bn: bool = False,
-                 last_bn: bool = False, last_bn_affine: bool = False, act: type[nn.Module] = nn.ReLU):
+                 last_bn: bool = False, last_bn_affine: bool = False, act: type[nn.Module] = nn.ReLU,
+                 hidden_bias: bool | None = None, last_bias: bool | None = None):
         layers, d = [], in_dim
+        hidden_bias = (not bn) if hidden_bias is None else hidden_bias
+        last_bias = (not last_bn) if last_bias is None else last_bias
         for h in hidden_dims:
-            layers += [nn.Linear(d, h, bias=not bn)] + ([nn.BatchNorm1d(h)] if bn else []) + [act(inplace=True)]
+            act_layer = act(inplace=True) if act is nn.ReLU else act()
+            layers += [nn.Linear(d, h, bias=hidden_bias)] + ([nn.BatchNorm1d(h)] if bn else []) + [act_layer]
             d = h
-        layers.append(nn.Linear(d, out_dim, bias=not last_bn))
+        layers.append(nn.Linear(d, out_dim, bias=last_bias))
         if last_bn:
             # SimCLR's last head layer: BN with no beta (TF `center=False`), and no learned scale either
             # unless `last_bn_affine` (MoCo v3 / BYOL-style heads use affine=False too).
@@ -81,3 +95,39 @@ class JigsawHead(nn.Module):
     def forward(self, x):
         x = self.fc1(x)
         return self.fc2(x.reshape(-1, self.num_patches * x.shape[1]))
+
+
+class WeightNormLinear(nn.Module):
+    """A bias-free Linear with weight normalisation, W = g v / ||v|| per output row (the weight_g /
+    weight_v parameters of `nn.utils.weight_norm`, so DINO's checkpoints load by name)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight_v = nn.Parameter(torch.empty(out_dim, in_dim))
+        nn.init.trunc_normal_(self.weight_v, std=0.02)
+        self.weight_g = nn.Parameter(torch.ones(out_dim, 1))
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight_g * self.weight_v / self.weight_v.norm(dim=1, keepdim=True))
+
+
+class DINOHead(nn.Module):
+    """DINO's head (dino/vision_transformer.py DINOHead): an MLP with GELU (BN optional), the L2-normalised
+    bottleneck, then a weight-normalised bias-free Linear to `out_dim` "prototypes" whose norm g is fixed
+    to 1 when `norm_last_layer`. Linear weights: trunc-normal std 0.02, biases 0."""
+
+    def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
+                 nlayers: int = 3, use_bn: bool = False, norm_last_layer: bool = True):
+        super().__init__()
+        nlayers = max(nlayers, 1)
+        self.mlp = MLPHead(in_dim, [hidden_dim] * (nlayers - 1), bottleneck_dim, bn=use_bn, act=nn.GELU,
+                           hidden_bias=True, last_bias=True)
+        for m in self.mlp.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
+        self.last_layer.weight_g.requires_grad = not norm_last_layer
+
+    def forward(self, x):
+        return self.last_layer(nn.functional.normalize(self.mlp(x), dim=-1))

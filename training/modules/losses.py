@@ -1,7 +1,8 @@
-"""Contrastive losses (methods.md §1.1), written once and used by every method.
+"""Losses (methods.md §1.1, §2.10-2.17), written once and used by every method.
 
-All take L2-normalised embeddings and compute the logits in fp32 (masks with a large negative number
-overflow in fp16; methods.md §4.13).
+Contrastive losses take L2-normalised embeddings and compute the logits in fp32 (masks with a large
+negative number overflow in fp16; methods.md §4.13). The non-contrastive ones (BYOL, SimSiam, Barlow
+Twins, SwAV / DINO cross-entropies) also compute in fp32.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from .dist import all_reduce_sum, global_batch_norm, world_size
 
 
 def info_nce(q: torch.Tensor, k_pos: torch.Tensor, k_neg: torch.Tensor, tau: float) -> torch.Tensor:
@@ -67,3 +70,63 @@ def nce_z_estimate(s: torch.Tensor, tau: float, n_data: int) -> torch.Tensor:
     return torch.exp(s.detach().float() / tau).mean() * n_data
 
 
+def contrastive_in_batch(q: torch.Tensor, k_all: torch.Tensor, tau: float, offset: int = 0) -> torch.Tensor:
+    """MoCo v3's `contrastive_loss` (moco-v3 moco/builder.py): CE(norm(q) . norm(k_all)^T / tau, labels
+    arange(B) + offset) x 2 tau. `k_all`: keys of every process (gathered, no gradient); this process's
+    queries match the keys at `offset` = rank x B."""
+    q, k_all = F.normalize(q.float(), dim=1), F.normalize(k_all.float(), dim=1)
+    labels = torch.arange(len(q), device=q.device) + offset
+    return F.cross_entropy(q @ k_all.T / tau, labels) * (2 * tau)
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, z) = -cos(p, sg(z)), averaged over the batch (simsiam main_simsiam.py)."""
+    return -F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
+
+
+def byol_regression(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's ||norm(p) - norm(sg(z))||^2 = 2 - 2 cos(p, z), averaged over the batch (byol
+    utils/helpers.regression_loss)."""
+    return (2 - 2 * F.cosine_similarity(p.float(), z.detach().float(), dim=1)).mean()
+
+
+def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float) -> torch.Tensor:
+    """Barlow Twins (barlowtwins main.py): C = bn(z1)^T bn(z2) / N over the global batch of N samples,
+    L = sum_i (1 - C_ii)^2 + lambd sum_{i != j} C_ij^2. The affine-free BN and C use sums over every process
+    (with gradient), so each process computes the global loss and, with DDP averaging, the gradient equals
+    the single-process one (the official code's gradient is 1/W of it: its all_reduce is invisible to
+    autograd). In fp32."""
+    n = len(z1) * world_size()
+    c = all_reduce_sum(global_batch_norm(z1).T @ global_batch_norm(z2) / n)
+    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+    off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on_diag + lambd * off_diag
+
+
+def swapped_prediction(scores: list[torch.Tensor], codes: dict[int, torch.Tensor], tau: float) -> torch.Tensor:
+    """SwAV's loss (swav main_swav.py train()): for each assignment crop s with codes q_s, the mean over the
+    other crops v of -sum_k q_s log softmax(scores_v / tau), divided by n_crops - 1, then averaged over the
+    assignment crops. `scores`: per crop (B, K) prototype scores; `codes`: crop index -> (B, K) codes."""
+    loss = 0.0
+    for s, q in codes.items():
+        sub = 0.0
+        for v, x in enumerate(scores):
+            if v != s:
+                sub = sub - (q * F.log_softmax(x.float() / tau, dim=1)).sum(1).mean()
+        loss = loss + sub / (len(scores) - 1)
+    return loss / len(codes)
+
+
+def dino_cross_entropy(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """DINO's loss (dino main_dino.py DINOLoss.forward) on prepared outputs: `student` are the per-crop
+    student logits already divided by the student temperature, `teacher` the per-global-crop teacher
+    probabilities (centred, sharpened, detached). Mean of -sum_k t log_softmax(s) over every (teacher crop,
+    different student crop) pair."""
+    total, terms = 0.0, 0
+    for iq, t in enumerate(teacher):
+        for v, s in enumerate(student):
+            if v == iq:
+                continue
+            total = total + (-t * F.log_softmax(s.float(), dim=-1)).sum(-1).mean()
+            terms += 1
+    return total / terms

@@ -107,6 +107,23 @@ def step_schedule(base: float, total_steps: int, milestones, gamma, warmup_steps
     return lr
 
 
+def cancel_gradients(params) -> None:
+    """Drop the gradients of `params` for this step (SwAV's frozen prototypes, DINO's
+    `cancel_gradients_last_layer`): with no gradient the optimizers leave them untouched (no momentum,
+    no weight decay)."""
+    for p in params:
+        p.grad = None
+
+
+@torch.no_grad()
+def clip_gradients_per_param(params, clip: float) -> None:
+    """DINO's `utils.clip_gradients`: each parameter's gradient rescaled to norm <= clip on its own."""
+    for p in params:
+        if p.grad is not None:
+            norm = p.grad.norm(2)
+            p.grad.mul_(torch.clamp(clip / (norm + 1e-6), max=1.0))
+
+
 def scaled_lr(base_lr: float, global_batch: int, rule: str) -> float:
     """linear: base x N / 256 (most methods); sqrt: base x sqrt(N) (SimCLR v2, 0.1 sqrt N); none."""
     if rule == "linear":

@@ -1,0 +1,345 @@
+"""BYOL, SimSiam, Barlow Twins, SwAV, DeepCluster-v2, MoCo v3 and DINO on tiny inputs.
+
+Losses against independent references: the papers' pseudo-code written out here, hand-computed small
+cases, and lightly's losses as oracles where they follow the official definition. Then the methods'
+state rules: EMA / center / momentum encoder once per optimizer step (also with gradient accumulation),
+frozen prototypes and last layer, k-means targets, the ViT changes of MoCo v3."""
+
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from training.methods import TrainInfo, build_method
+from training.modules.heads import DINOHead
+from training.modules.losses import (barlow_twins, byol_regression, contrastive_in_batch, dino_cross_entropy,
+                                     negative_cosine, swapped_prediction)
+from training.modules.momentum import momentum_schedule
+from training.modules.multicrop import multicrop_forward
+from training.modules.optim import clip_gradients_per_param
+from training.modules.sinkhorn import sinkhorn_knopp
+
+INFO = TrainInfo(num_samples=40, total_steps=10, steps_per_epoch=5, global_batch=4, seed=0)
+
+
+def _randn(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def _backbone():
+    torch.manual_seed(0)
+    return timm.create_model("test_resnet", num_classes=0)
+
+
+def _views(n_global=2, n_local=0, B=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ([torch.randn(B, 3, 32, 32, generator=g) for _ in range(n_global)]
+            + [torch.randn(B, 3, 16, 16, generator=g) for _ in range(n_local)])
+
+
+# ---------------------------------------------------------------------------------------------- losses
+
+def test_simsiam_paper_pseudocode_and_lightly():
+    """SimSiam Algorithm 1: D(p, z) = -(normalize(p) * normalize(z.detach())).sum(dim=1).mean();
+    L = D(p1, z2)/2 + D(p2, z1)/2. lightly's NegativeCosineSimilarity is -cos averaged (no detach)."""
+    from lightly.loss import NegativeCosineSimilarity
+
+    def D(p, z):
+        z = z.detach()
+        p = F.normalize(p, dim=1)
+        z = F.normalize(z, dim=1)
+        return -(p * z).sum(dim=1).mean()
+
+    p1, p2, z1, z2 = (_randn(6, 8, seed=s).requires_grad_() for s in range(4))
+    ours = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2
+    assert ours.item() == pytest.approx((D(p1, z2) / 2 + D(p2, z1) / 2).item(), rel=1e-6)
+    lightly = NegativeCosineSimilarity()
+    assert ours.item() == pytest.approx((lightly(p1, z2.detach()) / 2 + lightly(p2, z1.detach()) / 2).item(), rel=1e-6)
+    ours.backward()
+    assert z1.grad is None and z2.grad is None and p1.grad is not None  # stop-gradient
+
+
+def test_byol_regression_is_two_minus_two_cos():
+    p, z = _randn(5, 7, seed=1), _randn(5, 7, seed=2)
+    by_hand = sum(float(((F.normalize(p[i], dim=0) - F.normalize(z[i], dim=0)) ** 2).sum()) for i in range(5)) / 5
+    assert byol_regression(p, z).item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_byol_loss_sums_both_directions():
+    m = build_method("byol", _backbone(), INFO, hidden_dim=16, dim=8)
+    x1, x2 = _views()
+    loss, _ = m({"views": [x1, x2], "index": torch.arange(4)}, 0)
+    with torch.no_grad():
+        p1, p2 = (m.predictor(m.projector(m.backbone(x))) for x in (x1, x2))
+        z1, z2 = (m.target_projector(m.target_backbone(x)) for x in (x1, x2))
+    expected = byol_regression(p1, z2) + byol_regression(p2, z1)  # summed, not averaged (byol loss_fn)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_barlow_twins_hand_computed():
+    """Two samples, two dimensions: bn(z) = +-1 per column, so C is read off by hand."""
+    z1 = torch.tensor([[1.0, 3.0], [3.0, 1.0]], dtype=torch.float64)  # bn: [[-1, 1], [1, -1]]
+    z2 = torch.tensor([[0.0, 5.0], [2.0, 5.5]], dtype=torch.float64)  # bn: [[-1, -1], [1, 1]]
+    # C = bn(z1)^T bn(z2) / 2 = [[1, 1], [-1, -1]]; (1 - 1)^2 + (1 - (-1))^2 + lambd (1 + 1)
+    lambd = 0.25
+    expected = 0 + 4 + lambd * 2
+    assert barlow_twins(z1, z2, lambd).item() == pytest.approx(expected, rel=1e-4)  # BN eps 1e-5
+
+
+def test_barlow_twins_matches_lightly():
+    from lightly.loss import BarlowTwinsLoss
+    z1, z2 = torch.randn(16, 32), torch.randn(16, 32)
+    ours = barlow_twins(z1, z2, 0.0051)
+    assert ours.item() == pytest.approx(BarlowTwinsLoss(lambda_param=0.0051)(z1, z2).item(), rel=1e-5)
+
+
+def test_sinkhorn_hand_computed():
+    """2 samples x 2 prototypes, eps = 1, one iteration, written out by hand (swav distributed_sinkhorn)."""
+    s = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]])  # exp: [[1, 3], [1, 1]]
+    # Q = exp(s)^T = [[1, 1], [3, 1]] (K x B), / 6 -> rows sums 2/6, 4/6 -> rows / sum / K(2):
+    # row 0: [1, 1] / 2 / 2 = [1/4, 1/4]; row 1: [3, 1] / 4 / 2 = [3/8, 1/8]
+    # columns: col 0 = [1/4, 3/8] / (5/8) / B(2) = [1/5, 3/10]; col 1 = [1/4, 1/8] / (3/8) / 2 = [1/3, 1/6]
+    # x B: col 0 = [2/5, 3/5], col 1 = [2/3, 1/3]; transposed: per sample
+    expected = torch.tensor([[2 / 5, 3 / 5], [2 / 3, 1 / 3]])
+    assert torch.allclose(sinkhorn_knopp(s, eps=1.0, n_iters=1), expected, atol=1e-6)
+
+
+def test_sinkhorn_equipartition_fp32_and_lightly():
+    from lightly.loss.swav_loss import sinkhorn
+    g = torch.Generator().manual_seed(0)
+    s = F.normalize(torch.randn(32, 8, generator=g), dim=1) @ F.normalize(torch.randn(10, 8, generator=g), dim=1).T
+    q = sinkhorn_knopp(s, eps=0.05, n_iters=3)
+    assert torch.allclose(q, sinkhorn(s, iterations=3, epsilon=0.05), atol=1e-5)  # lightly: same algorithm
+    assert torch.allclose(q.sum(1), torch.ones(32), atol=1e-5)  # each sample's codes sum to 1
+    q50 = sinkhorn_knopp(s, eps=0.05, n_iters=50)
+    assert torch.allclose(q50.sum(0), torch.full((10,), 32 / 10), rtol=1e-3)  # equal share per prototype
+    # bf16 scores whose exp(s / eps) overflows float32 (e^120): float32 with the max subtracted is finite,
+    # the plain formula (lightly's, the official one) is not
+    big = (s * 6).bfloat16()
+    q_big = sinkhorn_knopp(big, eps=0.05)
+    assert q_big.dtype == torch.float32 and torch.isfinite(q_big).all()
+    assert not torch.isfinite(sinkhorn(big.float(), epsilon=0.05)).all()
+
+
+def test_swav_loss_matches_lightly():
+    """lightly's SwaVLoss computes codes for every high-resolution crop (the official crops_for_assign
+    0 1 when there are 2) and predicts them from every other crop, as main_swav.py does."""
+    from lightly.loss import SwaVLoss
+    g = torch.Generator().manual_seed(3)
+    protos = F.normalize(torch.randn(12, 8, generator=g), dim=1)
+    scores = [F.normalize(torch.randn(6, 8, generator=g), dim=1) @ protos.T for _ in range(5)]
+    codes = {s: sinkhorn_knopp(scores[s]) for s in (0, 1)}
+    ours = swapped_prediction(scores, codes, tau=0.1)
+    ref = SwaVLoss(temperature=0.1)(scores[:2], scores[2:])
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_dino_paper_pseudocode_and_lightly():
+    """DINO Algorithm 1 with two crops: loss = H(t1, s2)/2 + H(t2, s1)/2 with
+    H(t, s) = -(softmax((t - C)/tpt) * log softmax(s/tps)).sum(1).mean(). With local crops: lightly's
+    DINOLoss (the official mean over every (teacher crop, other student crop) pair)."""
+    from lightly.loss import DINOLoss
+    tps, tpt = 0.1, 0.04
+    C = _randn(1, 16, seed=9).float() * 0.1
+    s1, s2, t1, t2, l1, l2 = (_randn(4, 16, seed=s).float() for s in range(6))
+
+    def H(t, s):
+        t = t.detach()
+        s = F.softmax(s / tps, dim=1)
+        t = F.softmax((t - C) / tpt, dim=1)
+        return -(t * torch.log(s)).sum(dim=1).mean()
+
+    teacher = [F.softmax((t - C) / tpt, dim=1) for t in (t1, t2)]
+    ours = dino_cross_entropy([s1 / tps, s2 / tps], teacher)
+    assert ours.item() == pytest.approx((H(t1, s2) / 2 + H(t2, s1) / 2).item(), rel=1e-5)
+    ref = DINOLoss(output_dim=16, teacher_temp=tpt, warmup_teacher_temp=tpt, student_temp=tps)
+    ref.center.copy_(C)
+    ours_mc = dino_cross_entropy([x / tps for x in (s1, s2, l1, l2)], teacher)
+    assert ours_mc.item() == pytest.approx(ref([t1, t2], [s1, s2, l1, l2]).item(), rel=1e-5)
+
+
+def test_mocov3_contrastive_pseudocode():
+    """MoCo v3 Algorithm 1: ctr(q, k) = CE(q.k^T / tau, range(N)) x 2 tau, q and k normalised; with the
+    keys of 2 processes gathered, this process's labels are offset by its rank x N."""
+    q, k = _randn(3, 5, seed=1), _randn(6, 5, seed=2)  # keys of two "processes" of 3
+    tau, total = 0.2, 0.0
+    qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    for i in range(3):
+        logits = [float(qn[i] @ kn[j]) / tau for j in range(6)]
+        total += -(logits[3 + i] - math.log(sum(math.exp(x) for x in logits)))
+    assert contrastive_in_batch(q, k, tau, offset=3).item() == pytest.approx(total / 3 * 2 * tau, rel=1e-5)
+
+
+def test_momentum_schedule_and_per_param_clipping():
+    m = momentum_schedule(0.996, 100)
+    assert m[0] == pytest.approx(0.996) and m[50] == pytest.approx(0.998) and np.all(np.diff(m) > 0) and m[-1] < 1
+    a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(3))
+    a.grad, b.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.1, 0.0, 0.0])
+    clip_gradients_per_param([a, b], 1.0)  # DINO clip_gradients: each parameter on its own
+    assert a.grad.norm().item() == pytest.approx(1.0, rel=1e-5) and torch.equal(b.grad, torch.tensor([0.1, 0.0, 0.0]))
+
+
+# ----------------------------------------------------------------------------------- pieces and methods
+
+def test_multicrop_forward_groups_by_resolution():
+    calls = []
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            calls.append(tuple(x.shape))
+            return x.mean((2, 3))
+
+    views = _views(2, 3)
+    out = multicrop_forward(Spy(), views)
+    assert calls == [(8, 3, 32, 32), (12, 3, 16, 16)]  # one pass per resolution group, crop-major
+    assert torch.allclose(out, torch.cat([v.mean((2, 3)) for v in views]))
+
+
+def test_dino_head_architecture():
+    head = DINOHead(32, out_dim=50, hidden_dim=24, bottleneck_dim=8)
+    kinds = [type(m).__name__ for m in head.mlp]
+    assert kinds == ["Linear", "GELU", "Linear", "GELU", "Linear"]
+    assert not head.last_layer.weight_g.requires_grad and torch.equal(head.last_layer.weight_g, torch.ones(50, 1))
+    x = torch.randn(3, 32)
+    w = head.last_layer.weight_v / head.last_layer.weight_v.norm(dim=1, keepdim=True)
+    assert torch.allclose(head(x), F.normalize(head.mlp(x), dim=-1) @ w.T, atol=1e-6)
+
+
+def _sgd_step(method, lr=0.5):
+    with torch.no_grad():
+        for p in method.parameters():
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-lr)
+                p.grad = None
+
+
+@pytest.mark.parametrize("name,kw,pairs", [
+    ("byol", dict(hidden_dim=16, dim=8), [("target_backbone", "backbone"), ("target_projector", "projector")]),
+    ("mocov3", dict(mlp_dim=16, dim=8), [("momentum_backbone", "backbone"), ("momentum_projector", "projector")]),
+    ("dino", dict(out_dim=20, hidden_dim=16, bottleneck_dim=8), [("backbone", "student_backbone"),
+                                                                   ("teacher_head", "student_head")]),
+])
+def test_ema_and_center_update_once_per_optimizer_step(name, kw, pairs):
+    """Two micro-batches (gradient accumulation): the forward passes leave the target / momentum encoder /
+    center alone; after the step, each is updated once, with the whole step's batch for the center."""
+    m = build_method(name, _backbone(), INFO, **kw)
+    targets = {t: [p.clone() for p in getattr(m, t).parameters()] for t, _ in pairs}
+    teacher_out = []
+    for a in range(2):
+        views = _views(2, 1 if name == "dino" else 0, seed=a)
+        loss, _ = m({"views": views, "index": torch.arange(4)}, 0)
+        (loss / 2).backward()
+        if name == "dino":
+            with torch.no_grad():
+                teacher_out.append(m.teacher_head(m.backbone(torch.cat(views[:2]))))
+        for t, _ in pairs:
+            assert all(torch.equal(p, q) for p, q in zip(getattr(m, t).parameters(), targets[t]))
+    if name == "dino":
+        assert torch.equal(m.center, torch.zeros_like(m.center))
+        m.before_optimizer_step(0)
+    _sgd_step(m)
+    m.after_optimizer_step(0)
+    mom = m.momentum[0] if name == "dino" else m.tau[0] if name == "byol" else m.m[1]  # MoCo v3: next step's m
+    for t, o in pairs:
+        for old, new, online in zip(targets[t], getattr(m, t).parameters(), getattr(m, o).parameters()):
+            assert torch.allclose(new, mom * old + (1 - mom) * online, atol=1e-6)
+    if name == "dino":  # c = 0.9 c + 0.1 mean(teacher outputs of both micro-batches)
+        assert torch.allclose(m.center, 0.1 * torch.cat(teacher_out).mean(0, keepdim=True), atol=1e-5)
+
+
+def test_dino_freezes_last_layer_in_first_epoch_and_teacher_has_no_drop_path():
+    bb = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=8, dynamic_img_size=True,
+                           drop_path_rate=0.1)
+    m = build_method("dino", bb, INFO, out_dim=20, hidden_dim=16, bottleneck_dim=8, norm_last_layer=False)
+    assert all(getattr(x, "drop_prob", 0.0) == 0.0 for x in m.backbone.modules())
+    assert any(getattr(x, "drop_prob", 0.0) > 0 for x in m.student_backbone.modules())
+    for step, frozen in ((4, True), (5, False)):  # 5 steps per epoch
+        loss, _ = m({"views": _views(2, 2), "index": torch.arange(4)}, step)
+        loss.backward()
+        m.before_optimizer_step(step)
+        last = list(m.student_head.last_layer.parameters())
+        assert all((p.grad is None) == frozen for p in last)
+        m.zero_grad()
+
+
+def test_dino_teacher_temperature_warmup_per_epoch():
+    info = TrainInfo(num_samples=40, total_steps=50, steps_per_epoch=5, global_batch=8, seed=0)
+    m = build_method("dino", _backbone(), info, out_dim=8, hidden_dim=8, bottleneck_dim=4,
+                     warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=4)
+    assert np.allclose(m.teacher_temp, [0.04, 0.05, 0.06, 0.07] + [0.07] * 6)
+
+
+def test_swav_prototypes_normalised_frozen_first_epoch_and_queue():
+    info = TrainInfo(num_samples=40, total_steps=20, steps_per_epoch=5, global_batch=4, seed=0)
+    m = build_method("swav", _backbone(), info, nmb_prototypes=6, hidden_mlp=16, dim=8, queue_length=8,
+                     epoch_queue_starts=0)
+    assert torch.allclose(m.prototypes.weight.norm(dim=1), torch.ones(6))
+    for step in range(6):
+        loss, logs = m({"views": _views(2, 2, seed=step), "index": torch.arange(4)}, step)
+        assert logs["queue_used"] == float(step >= 2)  # 8 rows = 2 steps of 4, then used
+        loss.backward()
+        m.before_optimizer_step(step)
+        assert (m.prototypes.weight.grad is None) == (step < 5)  # frozen during the first epoch
+        _sgd_step(m)
+        m.after_optimizer_step(step)
+        assert torch.allclose(m.prototypes.weight.norm(dim=1), torch.ones(6), atol=1e-6)
+
+
+def test_deepclusterv2_fills_memory_then_trains_on_kmeans_targets():
+    info = TrainInfo(num_samples=8, total_steps=4, steps_per_epoch=2, global_batch=4, seed=0)
+    m = build_method("deepclusterv2", _backbone(), info, nmb_prototypes=(3, 2), hidden_mlp=16, dim=8)
+    trained = [p for n, p in m.named_parameters() if not n.startswith("prototypes.")]
+    before = [p.clone() for p in trained]
+    for step in range(2):  # epoch 0: memory only, no update
+        loss, _ = m({"views": _views(2, 1, seed=step), "index": torch.arange(4) + 4 * step}, step)
+        assert loss.item() == 0.0
+        loss.backward()
+        m.before_optimizer_step(step)
+        _sgd_step(m)
+        m.after_optimizer_step(step)
+    assert all(torch.equal(a, b) for a, b in zip(before, trained))
+    assert m.filled.all() and (m.assignments >= 0).all()  # clustered at the end of epoch 0
+    # head h clusters the memory of crop h % 2; its prototypes are the centroids: every image's target is
+    # its nearest prototype
+    for h, protos in enumerate(m.prototypes):
+        assert torch.equal((m.memory[h % 2] @ protos.weight.T).argmax(1), m.assignments[h])
+        assert torch.allclose(protos.weight.norm(dim=1), torch.ones(protos.out_features), atol=1e-5)
+    views = _views(2, 1, seed=5)
+    loss, _ = m({"views": views, "index": torch.arange(4)}, 2)
+    with torch.no_grad():
+        z = F.normalize(m.projector(multicrop_forward(m.backbone, views)), dim=1)
+    expected = sum(F.cross_entropy(p(z) / 0.1, m.assignments[h][torch.arange(4)].repeat(3))
+                   for h, p in enumerate(m.prototypes)) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_mocov3_vit_fixed_sincos_and_frozen_patch_projection():
+    from clzoo.models._archs import mocov3_sincos_pos_embed
+    bb = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=8)
+    m = build_method("mocov3", bb, INFO, mlp_dim=16, dim=8)
+    assert torch.equal(m.backbone.pos_embed, mocov3_sincos_pos_embed((4, 4), 192))
+    frozen = {id(p) for p in (m.backbone.pos_embed, *m.backbone.patch_embed.proj.parameters())}
+    trained = {id(p) for g in m.param_groups() for p in g["params"]}
+    assert not frozen & trained
+    assert len(m.param_groups()) == 1  # the ViT recipe's AdamW decays every parameter
+    assert [type(x).__name__ for x in m.projector][-1] == "BatchNorm1d" and len(m.projector) == 8  # 3 layers
+    assert [type(x).__name__ for x in m.predictor][-1] == "BatchNorm1d"  # ViT predictor: last BN
+    r = build_method("mocov3", _backbone(), INFO, mlp_dim=16, dim=8)
+    assert [type(x).__name__ for x in r.predictor][-1] == "Linear" and r.predictor[-1].bias is None
+
+
+def test_param_groups_of_the_recipes():
+    bt = build_method("barlowtwins", _backbone(), INFO, proj_dims=(16, 16))
+    weights, biases = bt.param_groups()
+    assert all(p.ndim > 1 for p in weights["params"]) and biases["lr_scale"] == pytest.approx(0.0048 / 0.2)
+    assert biases["weight_decay"] is False and biases["lars"] is False
+    ss = build_method("simsiam", _backbone(), INFO, dim=16, pred_dim=4)
+    enc, pred = ss.param_groups()
+    assert pred["fixed_lr"] and len(pred["params"]) == len(list(ss.predictor.parameters()))
+    kinds = [type(x).__name__ for x in ss.projector]
+    assert kinds[-2:] == ["Linear", "BatchNorm1d"] and not ss.projector[-1].affine  # no BN on the predictor out
+    assert type(ss.predictor[-1]).__name__ == "Linear"

@@ -1,0 +1,44 @@
+"""Barlow Twins — Zbontar, Jing, Misra, LeCun, Deny, "Barlow Twins: Self-Supervised Learning via
+Redundancy Reduction", ICML 2021. Official code: facebookresearch/barlowtwins (main.py).
+
+Algorithm 1 of the paper, line by line:
+    for x in loader:
+        y_a, y_b = augment(x), augment(x)          -> batch["views"] (BYOL asymmetric preset)
+        z_a, z_b = f(y_a), f(y_b)                  -> projector(backbone(y)), each view on its own
+        z_a_norm = (z_a - z_a.mean(0)) / z_a.std(0)    -> affine-free BN over the GLOBAL batch
+        c = mm(z_a_norm.T, z_b_norm) / N           -> divided by the global batch, summed over processes
+        c_diff = (c - eye(D)).pow(2); off-diagonal c_diff *= lambda
+        loss = c_diff.sum()                        -> losses.barlow_twins (lambda = 0.0051)
+Projector 8192-8192-8192: Linear(no bias)-BN-ReLU twice, then Linear(no bias). LARS with two lrs:
+`lr` for the weights and lr x bias_lr_scale (0.0048 / 0.2) for biases and BN parameters, which get neither
+weight decay nor the trust ratio (main.py `LARS(..., weight_decay_filter, lars_adaptation_filter)`).
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..modules.heads import MLPHead
+from ..modules.losses import barlow_twins
+from ..modules.optim import split_decay
+
+
+class BarlowTwins(nn.Module):
+    def __init__(self, backbone: nn.Module, info=None, lambd: float = 0.0051,
+                 proj_dims: tuple = (8192, 8192, 8192), bias_lr_scale: float = 0.0048 / 0.2):
+        super().__init__()
+        self.backbone, self.lambd, self.bias_lr_scale = backbone, lambd, bias_lr_scale
+        *hidden, out = proj_dims
+        self.projector = MLPHead(backbone.num_features, hidden, out, bn=True, last_bias=False)
+
+    def forward(self, batch: dict, step: int):
+        y1, y2 = batch["views"][:2]
+        z1, z2 = self.projector(self.backbone(y1)), self.projector(self.backbone(y2))
+        return barlow_twins(z1, z2, self.lambd), {}
+
+    def after_optimizer_step(self, step: int) -> None:
+        pass
+
+    def param_groups(self) -> list[dict]:
+        weights, biases = split_decay(self)
+        return [weights, {**biases, "lr_scale": self.bias_lr_scale}]
