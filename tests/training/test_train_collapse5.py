@@ -51,7 +51,7 @@ CASES = {  # method: (extra arguments, kNN margin over init or None, min std x s
 }
 
 
-def embedding_std(run_dir: str | None, n: int = 500) -> tuple[float, int]:
+def embedding_std(run_dir: str | None, n: int = 500, image_size: int = 16) -> tuple[float, int]:
     """Mean over dimensions of the per-dimension std of the exported encoder's L2-normalised embedding of
     `n` held-out images, and the embedding width D (run_dir None: the seed-0 initial encoder)."""
     import clzoo
@@ -62,10 +62,10 @@ def embedding_std(run_dir: str | None, n: int = 500) -> tuple[float, int]:
         encoder = clzoo.create_model("test_resnet").eval()
     else:
         encoder = clzoo.create_model(f"local-dir:{run_dir}", pretrained=True).eval()
-    test = build_dataset("synthetic", "test", 16, 0)
+    test = build_dataset("synthetic", "test", image_size, 0)
     images = torch.stack([test[i][0] for i in range(n)])
     with torch.no_grad():
-        z = F.normalize(encoder(eval_transform(images, 16)), dim=1)
+        z = F.normalize(encoder(eval_transform(images, image_size)), dim=1)
     return float(z.std(0).mean()), z.shape[1]
 
 
