@@ -319,34 +319,19 @@ def byol_pickle(path, online_params, online_state, target_params=None, target_st
     import pickle
     import sys
     import types
-    from typing import Any, NamedTuple
 
     import numpy as np
 
+    from tests.byol_standins import byol_standin_types
+
     dill_mod = types.ModuleType("dill._dill")
-    hk_mod = types.ModuleType("haiku._src.data_structures")
+    hk_mod, _, FlatMapping, _ByolExperimentState = byol_standin_types()
 
     def _create_namedtuple(name, fieldnames, modulename):
         raise AssertionError("only used by reference while pickling")
 
-    class FlatMapping:
-        def __init__(self, d):
-            self._d = dict(d)
-
-        def __reduce__(self):
-            return FlatMapping, (self._d,)
-
-    class _ByolExperimentState(NamedTuple):
-        online_params: Any
-        target_params: Any
-        online_state: Any
-        target_state: Any
-        opt_state: Any
-
     _create_namedtuple.__module__, _create_namedtuple.__qualname__ = dill_mod.__name__, "_create_namedtuple"
-    FlatMapping.__module__, FlatMapping.__qualname__ = hk_mod.__name__, "FlatMapping"
-    _ByolExperimentState.__module__, _ByolExperimentState.__qualname__ = "byol.byol_experiment", "_ByolExperimentState"
-    dill_mod._create_namedtuple, hk_mod.FlatMapping = _create_namedtuple, FlatMapping
+    dill_mod._create_namedtuple = _create_namedtuple
 
     class DillLikePickler(pickle.Pickler):
         def reducer_override(self, obj):

@@ -164,32 +164,12 @@ def byol(repo, out):
 
 def byol_dill_fixture(out):
     import types
-    from typing import Any, NamedTuple
 
     import dill
-    hk_mod = types.ModuleType("haiku._src.data_structures")
 
-    class FlatMapping:  # haiku 0.0.2 (Aug 2020) pickles FlatMapping as FlatMapping(dict)
-        def __init__(self, d):
-            self._d = dict(d)
-
-        def __reduce__(self):
-            return FlatMapping, (self._d,)
-
-    FlatMapping.__module__, FlatMapping.__qualname__ = hk_mod.__name__, "FlatMapping"
-    hk_mod.FlatMapping = FlatMapping
-    byol_mod = types.ModuleType("byol.byol_experiment")
-
-    class _ByolExperimentState(NamedTuple):
-        online_params: Any
-        target_params: Any
-        online_state: Any
-        target_state: Any
-        opt_state: Any
-
-    _ByolExperimentState.__module__ = byol_mod.__name__
-    _ByolExperimentState.__qualname__ = "_ByolExperimentState"
-    byol_mod._ByolExperimentState = _ByolExperimentState
+    from tests.byol_standins import byol_standin_types
+    # haiku 0.0.2 (Aug 2020) pickles FlatMapping as FlatMapping(dict)
+    hk_mod, byol_mod, FlatMapping, _ByolExperimentState = byol_standin_types()
     fake = {name: types.ModuleType(name) for name in ("haiku", "haiku._src", "byol")}
     fake.update({hk_mod.__name__: hk_mod, byol_mod.__name__: byol_mod})
     assert not set(fake) & set(sys.modules), "run before importing haiku / byol"
