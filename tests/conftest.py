@@ -3,10 +3,15 @@
 huggingface_hub reads its environment at import time, so the variables are set here, before any
 test module imports clzoo/timm/huggingface_hub.
 """
+import atexit
 import os
+import shutil
 import tempfile
 
+# One per process (the xdist controller and each worker); removed at exit so that repeated runs on a
+# shared disk do not pile up caches of converted checkpoints.
 _SESSION_TMP = tempfile.mkdtemp(prefix="clzoo-tests-")
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = os.path.join(_SESSION_TMP, "hf")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
