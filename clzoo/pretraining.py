@@ -1,19 +1,22 @@
 """Official pretraining checkpoints with their SSL heads, to continue pretraining from official weights.
 
-Interface (for `training/pretrain.py --init-from`):
+Interface (for `training/pretrain.py --init-from`, which copies online, target and state into the
+trainer's method: training/methods/official.py):
 
     ckpt = clzoo.load_pretraining_checkpoint("mocov3_vits16.300ep")              # official file (cached)
     ckpt = clzoo.load_pretraining_checkpoint("dino_vits16.in1k_full", file="dino_deitsmall16_pretrain_full_checkpoint.pth")
+    ckpt = clzoo.load_pretraining_checkpoint("dino_vits16.in1k_full", img_size=96)  # create_model kwargs
 
     ckpt.method          "mocov3"             registry method key (clzoo.list_methods())
     ckpt.name            "mocov3_vits16.300ep"
     ckpt.online          Branch: the network trained by gradient (MoCo query / base encoder, DINO student,
                          BYOL online, the only network of SimSiam, SwAV, Barlow Twins, SimCLR)
       .backbone          the timm encoder (num_classes=0) with its weights, as clzoo.create_model builds it
+                         (a ViT's position table resampled to another img_size)
       .heads             nn.ModuleDict {official name: module}; each module's state_dict keys are the
-                         official keys under that name, e.g. MoCo v3 ViT {'head': projector, 'predictor': ...}
-                         ('head' sits inside base_encoder in the official file), DINO {'head': DINOHead},
-                         SwAV {'projection_head', 'prototypes'}, SimSiam {'fc', 'predictor'}, BYOL
+                         official keys under that name, e.g. MoCo v3 {'head' (ViT) / 'fc' (ResNet): projector,
+                         'predictor'} (the projector sits inside base_encoder in the official file), DINO
+                         {'head': DINOHead}, SwAV {'projection_head', 'prototypes'}, SimSiam {'fc', 'predictor'}, BYOL
                          {'projector', 'predictor'}, Barlow Twins {'projector', 'bn'}, MoCo v1/v2 {'fc'},
                          SimCLR v2 {'head_contrastive'}
     ckpt.target          Branch of the momentum/EMA network where the file has one (MoCo encoder_k,
@@ -247,9 +250,13 @@ def _sub(sd: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]
 
 
 def _backbone(name: str, sd: Dict[str, torch.Tensor], kwargs: Dict[str, Any]) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+
     from ._factory import create_model
     model = create_model(name, pretrained=False, **kwargs)
     sd = add_num_batches_tracked(dict(sd))
+    if isinstance(model, VisionTransformer):  # position table resampled to another img_size, as create_model does
+        sd = checkpoint_filter_fn(sd, model)
     check_state_dict(sd, model, name)
     model.load_state_dict(sd, strict=True)
     return model.eval()

@@ -94,9 +94,9 @@ def random_vit_sd(dim=384, depth=2, patch=16, tokens=5, seed=0, pos_embed=None):
 
 def mocov3_pos_embed(grid, dim, temperature=10000.0):
     """moco-v3 vits.py `build_2d_sincos_position_embedding`: a zero CLS row, then sin/cos of w and h."""
-    ys, xs = np.meshgrid(np.arange(grid), np.arange(grid), indexing="xy")  # moco-v3 meshgrid(w, h), 'ij'
-    omega = temperature ** -(np.arange(dim // 4) / (dim // 4))
-    w, h = np.outer(xs.T.ravel(), omega), np.outer(ys.T.ravel(), omega)
+    ys, xs = np.meshgrid(np.arange(grid), np.arange(grid), indexing="xy")  # moco-v3 meshgrid(w, h), 'ij':
+    omega = temperature ** -(np.arange(dim // 4) / (dim // 4))              # w is the slow index of a token
+    w, h = np.outer(xs.ravel(), omega), np.outer(ys.ravel(), omega)
     table = np.concatenate([np.sin(w), np.cos(w), np.sin(h), np.cos(h)], axis=1)
     return torch.from_numpy(np.concatenate([np.zeros((1, dim)), table])[None]).float()
 

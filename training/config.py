@@ -28,6 +28,9 @@ DEFAULTS: dict = {
     "model": "resnet50",
     "model_args": {},           # extra kwargs for clzoo.create_model (e.g. drop_path_rate)
     "init_from": None,          # a clzoo entry (or local-dir: / hf-hub:) to start from
+    "init_from_file": None,     # init_from's official file on disk (default: downloaded, or $CLZOO_MIRROR)
+    "init_heads": "auto",       # official SSL heads, momentum network and state of init_from too: auto (when
+                                # its release has them and --method is its method) | yes (or fail) | no
     "data": "synthetic",        # synthetic | PATH (ImageFolder) | hf:NAME
     "data_args": {},            # e.g. {num_samples: 5000} for synthetic
     "image_size": 224,
@@ -66,7 +69,7 @@ DEFAULTS: dict = {
 }
 
 CLI_FLAGS = ("method", "model", "data", "epochs", "max_steps", "batch_size", "image_size", "seed", "output",
-             "resume", "init_from", "config", "mixed_precision")
+             "resume", "init_from", "init_from_file", "init_heads", "config", "mixed_precision")
 
 
 class ConfigError(ValueError):
@@ -183,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--output", help="run directory")
     p.add_argument("--resume", help="run directory or checkpoint to continue")
-    p.add_argument("--init-from", help="clzoo entry to initialise the backbone from")
+    p.add_argument("--init-from", help="clzoo entry to initialise the backbone from (and, where its official "
+                   "release has them, the method's heads, momentum network and state: see --init-heads)")
+    p.add_argument("--init-from-file", help="the --init-from entry's official file, already downloaded")
+    p.add_argument("--init-heads", choices=["auto", "yes", "no"],
+                   help="load --init-from's official SSL heads too: auto (default: when the release has heads "
+                   "and --method is the one it was trained with; else only the backbone, logged), yes (or "
+                   "fail), no (backbone only)")
     p.add_argument("--config", help="YAML file of config keys, applied over the method's recipe")
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
     return p
@@ -221,9 +230,13 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if cfg["batch_size"] % cfg["grad_accum"]:
         raise ConfigError(f"batch_size {cfg['batch_size']} is not divisible by grad_accum {cfg['grad_accum']}")
+    if isinstance(cfg["init_heads"], bool):  # YAML reads an unquoted yes / no as a boolean
+        cfg["init_heads"] = "yes" if cfg["init_heads"] else "no"
     choices = {"optimizer": ("sgd", "lars", "adamw"), "lr_scaling": ("linear", "sqrt", "none"),
                "lr_schedule": ("cosine", "step"), "mixed_precision": ("no", "bf16", "fp16"),
-               "clip_grad_mode": ("global", "per_param")}
+               "clip_grad_mode": ("global", "per_param"), "init_heads": ("auto", "yes", "no")}
     for key, options in choices.items():
         if cfg[key] not in options:
             raise ConfigError(f"{key} must be one of {', '.join(options)}, got {cfg[key]!r}")
+    if cfg["init_from_file"] and not cfg["init_from"]:
+        raise ConfigError("init_from_file needs init_from: the clzoo entry the file is the official release of")

@@ -36,7 +36,7 @@ from training.config import ConfigError, load_config
 from training.data import SkipUnreadable, build_dataset, collate
 from training.data.rng import generator, hash64
 from training.data.transforms import build_views
-from training.methods import TrainInfo, build_method
+from training.methods import TrainInfo, build_method, method_class
 from training.modules.optim import (build_optimizer, clip_gradients_per_param, cosine_schedule, scaled_lr,
                                     step_schedule)
 from training.monitor import knn_eval
@@ -59,24 +59,78 @@ def micro_batches(batch: torch.Tensor, grad_accum: int, world: int, rank: int) -
     return [chunks[a * world + rank].tolist() for a in range(grad_accum)]
 
 
-def build_backbone(cfg: dict) -> torch.nn.Module:
-    """The timm encoder. A ViT (a model with a `patch_embed`) is built for `image_size` unless model_args
-    say otherwise, and with `dynamic_img_size` when multi-crop adds local views of another size (its
-    position embedding is then interpolated per crop size, as DINO's `interpolate_pos_encoding`)."""
-    import clzoo
-    name, pretrained = (cfg["init_from"], True) if cfg["init_from"] else (cfg["model"], False)
+def _backbone_kwargs(cfg: dict, backbone: torch.nn.Module) -> dict:
+    """model_args; for a ViT (a model with a `patch_embed`) also `image_size`, and `dynamic_img_size` when
+    multi-crop adds local views of another size (its position embedding is then interpolated per crop
+    size, as DINO's `interpolate_pos_encoding`), unless model_args say otherwise."""
     kwargs = dict(cfg["model_args"])
-    backbone = clzoo.create_model(name, pretrained=pretrained, **kwargs)
     patch_embed = getattr(backbone, "patch_embed", None)
     if patch_embed is not None and getattr(patch_embed, "img_size", None) is not None:
         kwargs.setdefault("img_size", cfg["image_size"])
         if cfg["aug"].get("local_views"):
             kwargs.setdefault("dynamic_img_size", True)
-        if kwargs != cfg["model_args"]:
-            backbone = clzoo.create_model(name, pretrained=pretrained, **kwargs)
+    return kwargs
+
+
+def _check_encoder(backbone: torch.nn.Module, cfg: dict) -> torch.nn.Module:
     if getattr(backbone, "num_classes", 0) != 0 or not hasattr(backbone, "num_features"):
         raise ConfigError(f"{cfg['model']}: expected a timm model with num_classes=0 and num_features")
     return backbone
+
+
+def build_backbone(cfg: dict) -> torch.nn.Module:
+    """The timm encoder, random or (`init_from`) with the entry's weights, built for `image_size`."""
+    import clzoo
+    name, pretrained = (cfg["init_from"], True) if cfg["init_from"] else (cfg["model"], False)
+    file = {"pretrained_cfg_overlay": dict(file=cfg["init_from_file"])} if cfg["init_from_file"] else {}
+    backbone = clzoo.create_model(name, pretrained=pretrained, **file, **cfg["model_args"])
+    kwargs = _backbone_kwargs(cfg, backbone)
+    if kwargs != cfg["model_args"]:
+        backbone = clzoo.create_model(name, pretrained=pretrained, **file, **kwargs)
+    return _check_encoder(backbone, cfg)
+
+
+def official_checkpoint(cfg: dict, log=print):
+    """`init_from`'s official pretraining checkpoint with its heads, as `init_heads` asks (config.py), or
+    None when only the backbone is initialised (logged with the reason; an error with `init_heads: yes`)."""
+    import clzoo
+    name, mode = cfg["init_from"], cfg["init_heads"]
+    if not name or mode == "no":
+        return None
+    try:
+        trained_with = clzoo.get_weights_info(name).method
+    except clzoo.UnknownModelError:  # local-dir: / hf-hub: / a plain timm name
+        trained_with = None
+    if trained_with != cfg["method"]:
+        reason = (f"{name} is not a clzoo entry with official weights" if trained_with is None else
+                  f"it was trained with {trained_with}, not {cfg['method']}")
+    elif not hasattr(method_class(cfg["method"]), "load_pretrained"):
+        reason = f"the trainer's {cfg['method']} does not read official heads"
+    else:
+        try:
+            with torch.device("meta"):  # the architecture only, to size a ViT for image_size
+                probe = clzoo.create_model(name, pretrained=False, **cfg["model_args"])
+            return clzoo.load_pretraining_checkpoint(name, file=cfg["init_from_file"], **_backbone_kwargs(cfg, probe))
+        except clzoo.NoHeadsError as e:
+            reason = str(e)
+    if mode == "yes":
+        raise ConfigError(f"--init-heads yes: the heads of {name} cannot be loaded: {reason}")
+    log(f"--init-from {name}: only the backbone is initialised ({reason})")
+    return None
+
+
+def initial_method(cfg: dict, info: TrainInfo, log=print, resuming: bool = False) -> torch.nn.Module:
+    """The method of `cfg` before its first step: the backbone random or from `init_from`, and with
+    `init_heads` the official heads, momentum network and state too (not when `resuming`: the
+    checkpoint replaces every weight)."""
+    official = None if resuming else official_checkpoint(cfg, log)
+    backbone = _check_encoder(official.online.backbone, cfg) if official is not None else build_backbone(cfg)
+    if cfg["channels_last"]:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    method = build_method(cfg["method"], backbone, info, **cfg["hparams"])
+    if official is not None:
+        log(f"--init-from {official.name}: " + "; ".join(method.load_pretrained(official)))
+    return method
 
 
 def schedules(cfg: dict, total_steps: int, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,10 +230,7 @@ def train(cfg: dict) -> dict:
     info = TrainInfo(len(train_set), total_steps, steps_per_epoch, N, cfg["seed"])
 
     set_seed(cfg["seed"])  # identical initialisation on every process
-    backbone = build_backbone(cfg)
-    if cfg["channels_last"]:
-        backbone = backbone.to(memory_format=torch.channels_last)
-    method = build_method(cfg["method"], backbone, info, **cfg["hparams"])
+    method = initial_method(cfg, info, log, resuming=resume is not None)
     if cfg["sync_bn"] and device.type == "cuda" and world > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     optimizer = build_optimizer(method.param_groups(), cfg["optimizer"], cfg["weight_decay"], cfg["momentum"],

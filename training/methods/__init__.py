@@ -12,6 +12,10 @@ The interface the training loop relies on (and nothing else):
     method.backbone                     # the timm model that is exported
     method.before_optimizer_step(step)  # optional: e.g. cancel the gradient of a frozen last layer
                                         # (after the backward of every micro-batch, before clipping)
+    method.load_pretrained(ckpt)        # optional: copy an official pretraining checkpoint
+                                        # (clzoo.load_pretraining_checkpoint) into the method: backbone,
+                                        # heads, momentum network, state; returns what it loaded
+                                        # (`--init-from` with heads; methods/official.py)
 
 `info` (`TrainInfo`) gives a method what it may need to precompute per-step schedules (DINO-style
 arrays indexed by the global step) or size a memory bank. `logs` holds floats or 0-dim tensors written

@@ -21,6 +21,12 @@ import torch.nn as nn
 from ..modules.heads import MLPHead
 from ..modules.losses import barlow_twins
 from ..modules.optim import split_decay
+from .official import OfficialLayout, linear_out_dims, load_official
+
+# main.py's `bn` (affine-free BatchNorm1d) has only running statistics, which training never uses: the
+# loss normalises with the batch statistics, so it is left out.
+OFFICIAL = OfficialLayout(heads={"projector": "projector"},
+                          hparams=lambda ckpt: {"proj_dims": linear_out_dims(ckpt.online.heads["projector"])})
 
 
 class BarlowTwins(nn.Module):
@@ -38,6 +44,9 @@ class BarlowTwins(nn.Module):
 
     def after_optimizer_step(self, step: int) -> None:
         pass
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        return load_official(self, ckpt, OFFICIAL)
 
     def param_groups(self) -> list[dict]:
         weights, biases = split_decay(self)

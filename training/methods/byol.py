@@ -23,6 +23,16 @@ from ..modules.heads import MLPHead
 from ..modules.losses import byol_regression
 from ..modules.momentum import ema_update, momentum_copy, momentum_schedule
 from ..modules.optim import split_decay
+from .official import OfficialLayout, linear_out_dims, load_official
+
+
+def _official_hparams(ckpt) -> dict:
+    projector = linear_out_dims(ckpt.online.heads["projector"])
+    return {"hidden_dim": projector[0], "dim": projector[-1]}
+
+
+OFFICIAL = OfficialLayout(heads={"projector": "projector", "predictor": "predictor"}, hparams=_official_hparams,
+                          momentum={"target_backbone": "backbone", "target_projector": "projector"})
 
 
 class BYOL(nn.Module):
@@ -50,6 +60,9 @@ class BYOL(nn.Module):
     def after_optimizer_step(self, step: int) -> None:
         ema_update(self.target_backbone, self.backbone, float(self.tau[step]))
         ema_update(self.target_projector, self.projector, float(self.tau[step]))
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        return load_official(self, ckpt, OFFICIAL)
 
     def param_groups(self) -> list[dict]:
         return split_decay(self)

@@ -26,7 +26,15 @@ from ..data.rng import generator
 from ..modules.dist import gather_no_grad
 from ..modules.multicrop import multicrop_forward
 from ..modules.optim import cancel_gradients, split_decay
-from .swav import clustering_projector
+from .official import OfficialLayout, load_official
+from .swav import clustering_hparams, clustering_projector, single_layer_keys
+
+# The prototypes are loaded for completeness: k-means replaces them once the memory is filled, as
+# main_deepclusterv2.py does at every epoch start. MultiPrototypes' `prototypes{i}` is our ModuleList's `{i}`.
+OFFICIAL = OfficialLayout(heads={"projection_head": "projector", "prototypes": "prototypes"},
+                          hparams=clustering_hparams,
+                          keys={"projection_head": single_layer_keys,
+                                "prototypes": lambda sd: {k.removeprefix("prototypes"): v for k, v in sd.items()}})
 
 
 @torch.no_grad()
@@ -111,6 +119,9 @@ class DeepClusterV2(nn.Module):
                                                  prototypes.out_features, self.kmeans_iters, g)
             prototypes.weight.copy_(centroids)
             self.assignments[h, rows] = assign
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        return load_official(self, ckpt, OFFICIAL)
 
     def param_groups(self) -> list[dict]:
         return split_decay(self, exclude_bias_and_norm=False)

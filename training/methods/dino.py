@@ -39,6 +39,19 @@ from ..modules.losses import dino_cross_entropy
 from ..modules.momentum import ema_update, momentum_copy, momentum_schedule
 from ..modules.multicrop import multicrop_forward
 from ..modules.optim import cancel_gradients, split_decay
+from .official import OfficialLayout, linear_out_dims, load_buffer, load_official
+
+
+def _official_hparams(ckpt) -> dict:
+    head = ckpt.online.heads["head"]
+    out_dim, bottleneck_dim = head.last_layer.weight_v.shape
+    return {"out_dim": out_dim, "hidden_dim": linear_out_dims(head.mlp)[0], "bottleneck_dim": bottleneck_dim,
+            "use_bn_in_head": any(isinstance(m, nn.BatchNorm1d) for m in head.mlp.modules()),
+            "norm_last_layer": bool((head.last_layer.weight_g == 1).all())}  # DINOHead fills g with 1 to fix it
+
+
+OFFICIAL = OfficialLayout(heads={"head": "student_head"}, backbone="student_backbone", hparams=_official_hparams,
+                          momentum={"backbone": "student_backbone", "teacher_head": "student_head"})
 
 
 class DINO(nn.Module):
@@ -93,6 +106,15 @@ class DINO(nn.Module):
             count = reduce_no_grad(torch.tensor(float(sum(n for _, n in self._pending)), device=total.device))
             self.center.mul_(self.center_momentum).add_(total / count, alpha=1 - self.center_momentum)
         self._pending = []
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        """main_dino.py's checkpoint: student, teacher, and the loss's center."""
+        loaded = load_official(self, ckpt, OFFICIAL)
+        loaded.append(load_buffer(self.center, ckpt.state.get("center"), "center", "--hparams.out_dim"))
+        if not _official_hparams(ckpt)["norm_last_layer"] and not self.student_head.last_layer.weight_g.requires_grad:
+            loaded.append("student_head.last_layer.weight_g: trained in the file (norm_last_layer false), kept "
+                          "frozen at its values here: --hparams.norm_last_layer false trains it")
+        return loaded
 
     def param_groups(self) -> list[dict]:
         return split_decay(self)  # only the student has trainable parameters

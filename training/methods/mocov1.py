@@ -29,6 +29,13 @@ from ..modules.losses import info_nce
 from ..modules.momentum import ema_update, momentum_copy
 from ..modules.optim import split_decay
 from ..modules.queue import Queue
+from .official import OfficialLayout, linear_out_dims, load_buffer, load_official
+from .swav import single_layer_keys
+
+# v1's fc is a bare Linear in the file; v2's the Sequential(Linear, ReLU, Linear) of main_moco.py --mlp
+OFFICIAL = OfficialLayout(heads={"fc": "projector"}, keys={"fc": single_layer_keys},
+                          hparams=lambda ckpt: {"dim": linear_out_dims(ckpt.online.heads["fc"])[-1]},
+                          momentum={"momentum_backbone": "backbone", "momentum_projector": "projector"})
 
 
 class MoCo(nn.Module):
@@ -63,6 +70,18 @@ class MoCo(nn.Module):
         for keys in self._pending:
             self.queue.enqueue(keys)
         self._pending = []
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        """main_moco.py's checkpoint: query and key encoders, and the queue of keys with its pointer."""
+        loaded = load_official(self, ckpt, OFFICIAL)
+        queue = ckpt.state.get("queue")
+        if queue is None:
+            return loaded + ["queue: not in the file, random keys kept"]
+        queue = queue.T  # (dim, K) in builder.py, (K, dim) here
+        loaded.append(load_buffer(self.queue.queue, queue, "queue", f"--hparams.K {len(queue)}"))
+        if queue.shape == self.queue.queue.shape:
+            self.queue.ptr.fill_(int(ckpt.state.get("queue_ptr", 0)))
+        return loaded
 
     def param_groups(self) -> list[dict]:
         return split_decay(self, exclude_bias_and_norm=False)  # the official SGD decays every parameter

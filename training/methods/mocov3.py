@@ -30,6 +30,7 @@ from ..modules.heads import MLPHead
 from ..modules.losses import contrastive_in_batch
 from ..modules.momentum import ema_update, momentum_copy, momentum_schedule
 from ..modules.optim import split_decay
+from .official import OfficialLayout, linear_out_dims, load_official
 
 
 def is_vit(backbone: nn.Module) -> bool:
@@ -46,6 +47,17 @@ def mocov3_vit_(vit: nn.Module, stop_grad_conv1: bool = True) -> None:
     if stop_grad_conv1:
         for p in vit.patch_embed.proj.parameters():
             p.requires_grad = False
+
+
+def _official_hparams(ckpt) -> dict:
+    predictor = linear_out_dims(ckpt.online.heads["predictor"])
+    return {"mlp_dim": predictor[0], "dim": predictor[-1]}
+
+
+# builder.py keeps the projector inside the encoder: `fc` of a ResNet, `head` of a ViT
+OFFICIAL = OfficialLayout(heads={"fc": "projector", "head": "projector", "predictor": "predictor"},
+                          hparams=_official_hparams,
+                          momentum={"momentum_backbone": "backbone", "momentum_projector": "projector"})
 
 
 class MoCoV3(nn.Module):
@@ -80,6 +92,13 @@ class MoCoV3(nn.Module):
         m = float(self.m[min(step + 1, len(self.m) - 1)])  # the m the official code uses at the next step
         ema_update(self.momentum_backbone, self.backbone, m)
         ema_update(self.momentum_projector, self.projector, m)
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        loaded = load_official(self, ckpt, OFFICIAL)
+        if self.vit:  # the fixed table of this grid (the file's was resampled from its training size)
+            mocov3_vit_(self.backbone, stop_grad_conv1=False)
+            mocov3_vit_(self.momentum_backbone, stop_grad_conv1=False)
+        return loaded
 
     def param_groups(self) -> list[dict]:
         return split_decay(self, exclude_bias_and_norm=not self.vit)

@@ -9,7 +9,8 @@ Algorithm 1 of the paper, line by line:
         L = 1/2N sum_k [l(2k-1, 2k) + l(2k, 2k-1)] with l = NT-Xent at temperature tau
 Negatives are the views of every process, gathered with gradient (modules/dist.gather) and labelled at
 rank * B, as TF's `tpu_cross_replica_concat` does (methods.md §2.7e). LARS excludes BN and biases from
-weight decay and from the trust ratio.
+weight decay and from the trust ratio. The head's last BN has no beta (TF `center=False`) and, by default,
+no scale; TF's has one (`scale=True`): `proj_last_bn_scale` adds it, as the released SimCLR v2 heads need.
 """
 
 from __future__ import annotations
@@ -22,15 +23,36 @@ from ..modules.dist import gather, rank
 from ..modules.heads import MLPHead
 from ..modules.losses import nt_xent
 from ..modules.optim import split_decay
+from .official import OfficialLayout, linear_out_dims, load_official
+
+
+def _official_hparams(ckpt) -> dict:
+    dims = linear_out_dims(ckpt.online.heads["head_contrastive"])
+    return {"proj_hidden_dim": dims[0], "proj_dim": dims[-1], "proj_layers": len(dims), "proj_last_bn_scale": True}
+
+
+def _tf_head_keys(sd):
+    """SimCLRProjectionHead's `layers.{i}.linear` / `layers.{i}.bn` as MLPHead's Linear 3i / BN 3i+1."""
+    def key(k):
+        _, i, part, leaf = k.split(".")
+        return f"{3 * int(i) + (part == 'bn')}.{leaf}"
+    return {key(k): v for k, v in sd.items()}
+
+
+OFFICIAL = OfficialLayout(heads={"head_contrastive": "projector"}, hparams=_official_hparams,
+                          keys={"head_contrastive": _tf_head_keys})
 
 
 class SimCLR(nn.Module):
     def __init__(self, backbone: nn.Module, info=None, tau: float = 0.1, proj_hidden_dim: int | None = None,
-                 proj_dim: int = 128, proj_layers: int = 2):
+                 proj_dim: int = 128, proj_layers: int = 2, proj_last_bn_scale: bool = False):
         super().__init__()
         self.backbone, self.tau = backbone, tau
         hidden = proj_hidden_dim or backbone.num_features  # the paper's 2048 = ResNet-50's width
-        self.projector = MLPHead(backbone.num_features, [hidden] * (proj_layers - 1), proj_dim, bn=True, last_bn=True)
+        self.projector = MLPHead(backbone.num_features, [hidden] * (proj_layers - 1), proj_dim, bn=True, last_bn=True,
+                                 last_bn_affine=proj_last_bn_scale)
+        if proj_last_bn_scale:
+            self.projector[-1].bias.requires_grad_(False)  # center=False: no beta, the bias stays 0
 
     def forward(self, batch: dict, step: int):
         x1, x2 = batch["views"][:2]
@@ -41,6 +63,10 @@ class SimCLR(nn.Module):
 
     def after_optimizer_step(self, step: int) -> None:
         pass
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        """The released SimCLR v2 `head_contrastive` (v1's head was not released: NoHeadsError earlier)."""
+        return load_official(self, ckpt, OFFICIAL)
 
     def param_groups(self) -> list[dict]:
         return split_decay(self)

@@ -14,6 +14,8 @@ Changes from SimCLR v1 (methods.md §2.9):
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,16 +23,18 @@ import torch.nn.functional as F
 from ..modules.dist import gather_no_grad, rank
 from ..modules.momentum import ema_update, momentum_copy
 from ..modules.queue import Queue
-from .simclr import SimCLR
+from .official import load_official
+from .simclr import OFFICIAL, SimCLR
 
 
 class SimCLRv2(SimCLR):
     """SimCLR (projector, NT-Xent, LARS groups) with a 3-layer head and the optional momentum memory."""
 
     def __init__(self, backbone: nn.Module, info=None, tau: float = 0.1, proj_hidden_dim: int | None = None,
-                 proj_dim: int = 128, proj_layers: int = 3, memory_size: int = 0, m: float = 0.999):
+                 proj_dim: int = 128, proj_layers: int = 3, memory_size: int = 0, m: float = 0.999,
+                 proj_last_bn_scale: bool = False):
         super().__init__(backbone, info, tau=tau, proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim,
-                         proj_layers=proj_layers)
+                         proj_layers=proj_layers, proj_last_bn_scale=proj_last_bn_scale)
         self.memory_size, self.m = memory_size, m
         if memory_size:
             self.momentum_backbone = momentum_copy(backbone)
@@ -55,6 +59,11 @@ class SimCLRv2(SimCLR):
             loss = loss + F.cross_entropy(logits, labels) / 2
         self._pending += [k1, k2]
         return loss, {"pos_sim": (z1 * z2).sum(1).mean().detach()}
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        """The released head; the momentum memory (not released) starts as a copy of the loaded encoder."""
+        momentum = {"momentum_backbone": "backbone", "momentum_projector": "projector"} if self.memory_size else {}
+        return load_official(self, ckpt, replace(OFFICIAL, momentum=momentum))
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:

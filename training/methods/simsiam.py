@@ -22,6 +22,29 @@ import torch.nn.functional as F
 
 from ..modules.heads import MLPHead
 from ..modules.losses import negative_cosine
+from .official import OfficialLayout, linear_out_dims, load_official
+
+
+def _fold_frozen_bias(sd):
+    """builder.py keeps the (frozen) bias of the projector's last Linear, right before the affine-free BN;
+    ours has none. BN(x + b) with running mean r is BN(x) with running mean r - b (in training the batch
+    mean absorbs b), so the bias goes into the running mean."""
+    sd = dict(sd)
+    bn = max(int(k.split(".")[0]) for k in sd)
+    bias = sd.pop(f"{bn - 1}.bias", None)
+    if bias is not None:
+        sd[f"{bn}.running_mean"] = sd[f"{bn}.running_mean"] - bias
+    return sd
+
+
+def _official_hparams(ckpt) -> dict:
+    projector = linear_out_dims(ckpt.online.heads["fc"])
+    return {"dim": projector[-1], "pred_dim": linear_out_dims(ckpt.online.heads["predictor"])[0],
+            "proj_hidden_dim": projector[0], "proj_layers": len(projector)}
+
+
+OFFICIAL = OfficialLayout(heads={"fc": "projector", "predictor": "predictor"}, hparams=_official_hparams,
+                          keys={"fc": _fold_frozen_bias})
 
 
 class SimSiam(nn.Module):
@@ -43,6 +66,9 @@ class SimSiam(nn.Module):
 
     def after_optimizer_step(self, step: int) -> None:
         pass
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        return load_official(self, ckpt, OFFICIAL)
 
     def param_groups(self) -> list[dict]:
         encoder = [p for n, p in self.named_parameters() if not n.startswith("predictor.")]

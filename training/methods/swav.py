@@ -31,12 +31,30 @@ from ..modules.losses import swapped_prediction
 from ..modules.multicrop import multicrop_forward
 from ..modules.optim import cancel_gradients, split_decay
 from ..modules.sinkhorn import sinkhorn_knopp
+from .official import OfficialLayout, linear_out_dims, load_official
 
 
 def clustering_projector(in_dim: int, hidden_mlp: int, dim: int) -> nn.Module:
     """SwAV / DeepCluster-v2 projection head (src/resnet50.py): Linear-BN-ReLU-Linear, or one Linear
     with `hidden_mlp = 0`."""
     return MLPHead(in_dim, [hidden_mlp] if hidden_mlp else [], dim, bn=True, hidden_bias=True)
+
+
+def clustering_hparams(ckpt) -> dict:
+    """hidden_mlp / dim / nmb_prototypes of SwAV's and DeepCluster-v2's official heads."""
+    projector = linear_out_dims(ckpt.online.heads["projection_head"])
+    prototypes = linear_out_dims(ckpt.online.heads["prototypes"])
+    return {"hidden_mlp": projector[0] if len(projector) > 1 else 0, "dim": projector[-1],
+            "nmb_prototypes": prototypes[0] if len(prototypes) == 1 else prototypes}
+
+
+def single_layer_keys(sd):
+    """An official bare nn.Linear head (`weight`, `bias`) as the one-layer MLPHead (`0.weight`, `0.bias`)."""
+    return {(k if k[0].isdigit() else f"0.{k}"): v for k, v in sd.items()}
+
+
+OFFICIAL = OfficialLayout(heads={"projection_head": "projector", "prototypes": "prototypes"},
+                          hparams=clustering_hparams, keys={"projection_head": single_layer_keys})
 
 
 class SwAV(nn.Module):
@@ -93,6 +111,11 @@ class SwAV(nn.Module):
             self.queue[:, n:] = self.queue[:, :-n].clone()
             self.queue[:, :n] = emb
         self._pending = []
+
+    def load_pretrained(self, ckpt) -> list[str]:
+        loaded = load_official(self, ckpt, OFFICIAL)
+        self.normalize_prototypes()  # as main_swav.py does before every forward (the file's follow an update)
+        return loaded
 
     def param_groups(self) -> list[dict]:
         return split_decay(self, exclude_bias_and_norm=False)  # LARC over every parameter
