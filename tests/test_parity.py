@@ -16,6 +16,7 @@ inputs); key names and nesting are those of the released files.
 import argparse
 import functools
 import re
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional
@@ -428,7 +429,8 @@ def files(tmp_path_factory):
             case.save(path) if case.save else torch.save(case.ckpt, path)
             out[case_id] = path
         return out[case_id]
-    return get
+    yield get
+    shutil.rmtree(root, ignore_errors=True)  # ~2 GB of ResNet-50 files: not worth keeping after a pass
 
 
 def _in_reference_layout(key, depth):

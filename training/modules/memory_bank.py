@@ -24,7 +24,7 @@ class MemoryBank(nn.Module):
         return self.bank.shape[0]
 
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
-        return self.bank[index].clone().detach()
+        return self.bank[index]  # advanced indexing copies: later bank updates do not reach the result
 
     def sample(self, index: torch.Tensor, K: int, *keys) -> torch.Tensor:
         """(len(index), K) noise indices, uniform with replacement (lemniscate's AliasMethod over a uniform
