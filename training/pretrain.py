@@ -59,12 +59,16 @@ def micro_batches(batch: torch.Tensor, grad_accum: int, world: int, rank: int) -
     return [chunks[a * world + rank].tolist() for a in range(grad_accum)]
 
 
-def _backbone_kwargs(cfg: dict, backbone: torch.nn.Module) -> dict:
+def _backbone_kwargs(cfg: dict, name: str) -> dict:
     """model_args; for a ViT (a model with a `patch_embed`) also `image_size`, and `dynamic_img_size` when
     multi-crop adds local views of another size (its position embedding is then interpolated per crop
-    size, as DINO's `interpolate_pos_encoding`), unless model_args say otherwise."""
+    size, as DINO's `interpolate_pos_encoding`), unless model_args say otherwise. The architecture is
+    probed on the meta device, so that pretrained weights are read once, by the final build."""
+    import clzoo
+    with torch.device("meta"):
+        probe = clzoo.create_model(name, pretrained=False, **cfg["model_args"])
     kwargs = dict(cfg["model_args"])
-    patch_embed = getattr(backbone, "patch_embed", None)
+    patch_embed = getattr(probe, "patch_embed", None)
     if patch_embed is not None and getattr(patch_embed, "img_size", None) is not None:
         kwargs.setdefault("img_size", cfg["image_size"])
         if cfg["aug"].get("local_views"):
@@ -83,10 +87,7 @@ def build_backbone(cfg: dict) -> torch.nn.Module:
     import clzoo
     name, pretrained = (cfg["init_from"], True) if cfg["init_from"] else (cfg["model"], False)
     file = {"pretrained_cfg_overlay": dict(file=cfg["init_from_file"])} if cfg["init_from_file"] else {}
-    backbone = clzoo.create_model(name, pretrained=pretrained, **file, **cfg["model_args"])
-    kwargs = _backbone_kwargs(cfg, backbone)
-    if kwargs != cfg["model_args"]:
-        backbone = clzoo.create_model(name, pretrained=pretrained, **file, **kwargs)
+    backbone = clzoo.create_model(name, pretrained=pretrained, **file, **_backbone_kwargs(cfg, name))
     return _check_encoder(backbone, cfg)
 
 
@@ -108,9 +109,7 @@ def official_checkpoint(cfg: dict, log=print):
         reason = f"the trainer's {cfg['method']} does not read official heads"
     else:
         try:
-            with torch.device("meta"):  # the architecture only, to size a ViT for image_size
-                probe = clzoo.create_model(name, pretrained=False, **cfg["model_args"])
-            return clzoo.load_pretraining_checkpoint(name, file=cfg["init_from_file"], **_backbone_kwargs(cfg, probe))
+            return clzoo.load_pretraining_checkpoint(name, file=cfg["init_from_file"], **_backbone_kwargs(cfg, name))
         except clzoo.NoHeadsError as e:
             reason = str(e)
     if mode == "yes":
