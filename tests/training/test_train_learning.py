@@ -14,7 +14,8 @@ Two settings, chosen by measurement (README "Training > Methods" has every numbe
   at several learning rates and momenta) left kNN within noise of the initial encoder (0.10-0.16 against
   0.137): they learn to tell instances apart (the loss falls) by colour and background before shape. For
   them a cheaper 32 px run asserts that it neither collapsed the embedding nor destroyed the features (kNN
-  within `KNN_FLOOR`)."""
+  within `KNN_FLOOR`). A wider search (docs/method_search_2026-11-23.tsv: 40 epochs, batch 64, stronger
+  colour jitter, flat backgrounds, weight decay, NCE vs softmax) found no setting where they learn."""
 
 import json
 import math
