@@ -26,8 +26,8 @@ from ..data.rng import generator
 from ..modules.dist import gather_no_grad
 from ..modules.multicrop import multicrop_forward
 from ..modules.optim import cancel_gradients, split_decay
-from .official import OfficialLayout, load_official
-from .swav import clustering_hparams, clustering_projector, single_layer_keys
+from .official import OfficialLayout, load_official, single_layer_keys
+from .swav import clustering_hparams, clustering_projector
 
 # The prototypes are loaded for completeness: k-means replaces them once the memory is filled, as
 # main_deepclusterv2.py does at every epoch start. MultiPrototypes' `prototypes{i}` is our ModuleList's `{i}`.

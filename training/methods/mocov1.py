@@ -29,8 +29,7 @@ from ..modules.losses import info_nce
 from ..modules.momentum import ema_update, momentum_copy
 from ..modules.optim import split_decay
 from ..modules.queue import Queue
-from .official import OfficialLayout, linear_out_dims, load_buffer, load_official
-from .swav import single_layer_keys
+from .official import OfficialLayout, linear_out_dims, load_buffer, load_official, single_layer_keys
 
 # v1's fc is a bare Linear in the file; v2's the Sequential(Linear, ReLU, Linear) of main_moco.py --mlp
 OFFICIAL = OfficialLayout(heads={"fc": "projector"}, keys={"fc": single_layer_keys},

@@ -39,6 +39,11 @@ def linear_out_dims(module: nn.Module) -> list[int]:
     return [m.out_features for m in module.modules() if isinstance(m, nn.Linear)]
 
 
+def single_layer_keys(sd: StateDict) -> StateDict:
+    """An official bare nn.Linear head (`weight`, `bias`) as the one-layer MLPHead (`0.weight`, `0.bias`)."""
+    return {(k if k[0].isdigit() else f"0.{k}"): v for k, v in sd.items()}
+
+
 def hparams_flags(hparams: Mapping) -> str:
     def value(v):
         if isinstance(v, bool):

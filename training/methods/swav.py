@@ -31,7 +31,7 @@ from ..modules.losses import swapped_prediction
 from ..modules.multicrop import multicrop_forward
 from ..modules.optim import cancel_gradients, split_decay
 from ..modules.sinkhorn import sinkhorn_knopp
-from .official import OfficialLayout, linear_out_dims, load_official
+from .official import OfficialLayout, linear_out_dims, load_official, single_layer_keys
 
 
 def clustering_projector(in_dim: int, hidden_mlp: int, dim: int) -> nn.Module:
@@ -46,11 +46,6 @@ def clustering_hparams(ckpt) -> dict:
     prototypes = linear_out_dims(ckpt.online.heads["prototypes"])
     return {"hidden_mlp": projector[0] if len(projector) > 1 else 0, "dim": projector[-1],
             "nmb_prototypes": prototypes[0] if len(prototypes) == 1 else prototypes}
-
-
-def single_layer_keys(sd):
-    """An official bare nn.Linear head (`weight`, `bias`) as the one-layer MLPHead (`0.weight`, `0.bias`)."""
-    return {(k if k[0].isdigit() else f"0.{k}"): v for k, v in sd.items()}
 
 
 OFFICIAL = OfficialLayout(heads={"projection_head": "projector", "prototypes": "prototypes"},
