@@ -82,11 +82,13 @@ def _check_encoder(backbone: torch.nn.Module, cfg: dict) -> torch.nn.Module:
     return backbone
 
 
-def build_backbone(cfg: dict) -> torch.nn.Module:
-    """The timm encoder, random or (`init_from`) with the entry's weights, built for `image_size`."""
+def build_backbone(cfg: dict, weights: bool = True) -> torch.nn.Module:
+    """The timm encoder, random or (`init_from`, unless not `weights`) with the entry's weights, built for
+    `image_size`."""
     import clzoo
-    name, pretrained = (cfg["init_from"], True) if cfg["init_from"] else (cfg["model"], False)
-    file = {"pretrained_cfg_overlay": dict(file=cfg["init_from_file"])} if cfg["init_from_file"] else {}
+    name = cfg["init_from"] or cfg["model"]
+    pretrained = bool(cfg["init_from"]) and weights
+    file = {"pretrained_cfg_overlay": dict(file=cfg["init_from_file"])} if pretrained and cfg["init_from_file"] else {}
     backbone = clzoo.create_model(name, pretrained=pretrained, **file, **_backbone_kwargs(cfg, name))
     return _check_encoder(backbone, cfg)
 
@@ -120,10 +122,11 @@ def official_checkpoint(cfg: dict, log=print):
 
 def initial_method(cfg: dict, info: TrainInfo, log=print, resuming: bool = False) -> torch.nn.Module:
     """The method of `cfg` before its first step: the backbone random or from `init_from`, and with
-    `init_heads` the official heads, momentum network and state too (not when `resuming`: the
-    checkpoint replaces every weight)."""
+    `init_heads` the official heads, momentum network and state too. When `resuming`, only the
+    architecture: the checkpoint replaces every weight, so init_from's file is neither read nor downloaded."""
     official = None if resuming else official_checkpoint(cfg, log)
-    backbone = _check_encoder(official.online.backbone, cfg) if official is not None else build_backbone(cfg)
+    backbone = (_check_encoder(official.online.backbone, cfg) if official is not None
+                else build_backbone(cfg, weights=not resuming))
     if cfg["channels_last"]:
         backbone = backbone.to(memory_format=torch.channels_last)
     method = build_method(cfg["method"], backbone, info, **cfg["hparams"])

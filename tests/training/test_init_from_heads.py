@@ -251,7 +251,13 @@ def test_one_step_from_the_official_checkpoint_then_resume_loads_no_official_fil
 
     def no_official_file(*args, **kwargs):
         raise AssertionError("--resume must not read the official checkpoint")
+    create_model = clzoo.create_model
+
+    def architecture_only(*args, pretrained=False, **kwargs):
+        assert not pretrained, "--resume must not read init_from's weights: the checkpoint replaces them"
+        return create_model(*args, pretrained=pretrained, **kwargs)
     monkeypatch.setattr(clzoo, "load_pretraining_checkpoint", no_official_file)
+    monkeypatch.setattr(clzoo, "create_model", architecture_only)
     assert pretrain.main([*run, "--max-steps", "2", "--resume", str(tmp_path / "run")]) == 0
     assert json.load(open(os.path.join(tmp_path, "run", "results.json")))["steps"] == 2
 
