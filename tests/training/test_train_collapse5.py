@@ -13,8 +13,8 @@ setting where SimCLR, SimCLR v2 and InvaSpread do learn (tests/training/test_tra
 16 px, 10 000 images, 20 epochs, constant lr; kNN 0.137 initially -> 0.26 / 0.23 / 0.24): BYOL 0.113,
 SimSiam 0.133, Barlow Twins 0.128, SwAV 0.127, DeepCluster-v2 0.131, MoCo v3 0.122 (0.202 from m = 0.5), DINO
 0.139; SimCLR's strength-1 colour jitter instead of MoCo v2's did not change that for MoCo v3 and BYOL. Their
-losses fall (they do tell the instances apart), by cues other than the shape (README "Methods without
-negatives, clustering and ViT").
+losses fall without the features getting better at the shapes, except DINO's, which rises to ln(out_dim)
+(README "Methods without negatives, clustering and ViT"; docs/method_search_2026-11-23.tsv).
 
 Common setting: test_resnet at 16 px, 1000 training images, batch 64, fp32 (bf16 autocast on the CPU gave
 NaN features with small local crops on this model), SGD with a 1-epoch warmup and cosine decay; heads

@@ -12,7 +12,8 @@ Two settings, chosen by measurement (README "Training > Methods" has every numbe
   with a momentum starting at 0.5; the margin asserted is about half the measured gain.
 * `CASES`: for InstDisc, MoCo v1/v2, PIRL and InfoMin the same kind of run (also at 16 px and 20 epochs,
   at several learning rates and momenta) left kNN within noise of the initial encoder (0.10-0.16 against
-  0.137): they learn to tell instances apart (the loss falls) by colour and background before shape. For
+  0.137); MoCo v2's loss goes back to near chance once its queue holds keys of the random-init encoder,
+  whose embeddings are nearly parallel (README "Training > Methods" has the diagnosis). For
   them a cheaper 32 px run asserts that it neither collapsed the embedding nor destroyed the features (kNN
   within `KNN_FLOOR`). A wider search (docs/method_search_2026-11-23.tsv: 40 epochs, batch 64, stronger
   colour jitter, flat backgrounds, weight decay, NCE vs softmax) found no setting where they learn."""
