@@ -45,3 +45,18 @@ def mirror(file_server, clzoo_home, monkeypatch):
     """CLZOO_MIRROR pointed at the local file server (official URL paths are served from it)."""
     monkeypatch.setenv("CLZOO_MIRROR", file_server.url)
     return file_server
+
+
+@pytest.hookimpl(trylast=True)  # after `-m 'not slow'` has deselected, so the halves are the scheduler's
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `long` (the training runs of test_train_learning.py, 1.5-8 min each on one core) go
+    first, alternately at the head of each of the two halves that pytest-xdist's work-stealing scheduler
+    hands its two workers at the start. Collected last, they ended the run with one worker busy on a long
+    run and the other idle; run first, the short tests at the end balance the workers."""
+    long = [item for item in items if item.get_closest_marker("long")]
+    if not long:
+        return
+    short = [item for item in items if not item.get_closest_marker("long")]
+    first, second = long[0::2], long[1::2]
+    cut = max(0, len(items) // 2 - len(first))
+    items[:] = first + short[:cut] + second + short[cut:]

@@ -41,6 +41,19 @@ def test_memory_bank_momentum_update():
     assert torch.equal(bank.bank[[0, 2, 3, 5]], old[[0, 2, 3, 5]])
 
 
+@pytest.mark.parametrize("size", [20, 1000])  # 20: one product with the whole bank; 1000: the row gather
+def test_memory_bank_similarities_are_the_indexed_dot_products(size):
+    bank = MemoryBank(size, 8, generator=torch.Generator().manual_seed(0))
+    v = torch.randn(3, 8, requires_grad=True)
+    idx = torch.randint(0, size, (3, 5), generator=torch.Generator().manual_seed(1))
+    s = bank.similarities(v, idx)
+    expected = torch.stack([torch.stack([bank.bank[j] @ v[b] for j in idx[b]]) for b in range(3)])
+    assert torch.allclose(s, expected, atol=1e-6)
+    w = torch.randn(3, 5)
+    (grad,) = torch.autograd.grad((s * w).sum(), v)
+    assert torch.allclose(grad, torch.einsum("bj,bjd->bd", w, bank.bank[idx]), atol=1e-6)
+
+
 def test_ema_update_parameters_only():
     online = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
     target = momentum_copy(online)

@@ -49,7 +49,7 @@ class InstDisc(nn.Module):
         (lemniscate overwrites slot 0 of the sampled indices with the positive)."""
         noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending))
         idx = torch.cat((index[:, None].to(noise.device), noise), 1)
-        return torch.bmm(self.bank[idx], v.float()[:, :, None]).squeeze(2)
+        return self.bank.similarities(v, idx)
 
     def forward(self, batch: dict, step: int):
         x, index = batch["views"][0], batch["index"]

@@ -45,10 +45,9 @@ class PIRL(nn.Module):
         g = F.normalize(self.jigsaw_head(self.backbone(patches.flatten(0, 1))), dim=1).float()
         noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending))
         idx = torch.cat((index[:, None].to(noise.device), noise), 1)
-        mem = self.bank[idx]  # (B, 1 + K, D): m_I first, then the negatives
         losses = []
         for t, emb in enumerate((g, f)):
-            s = torch.bmm(mem, emb[:, :, None]).squeeze(2)
+            s = self.bank.similarities(emb, idx)  # (B, 1 + K): m_I first, then the negatives
             if self.Z[t] < 0:
                 self.Z[t] = gather_no_grad(nce_z_estimate(s, self.tau, self.bank.size)[None]).mean()
             losses.append(nce_binary(s[:, 0], s[:, 1:], self.tau, self.bank.size, self.Z[t].clone()))
