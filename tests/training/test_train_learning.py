@@ -1,7 +1,7 @@
 """A short run of every contrastive method on the synthetic data, compared with the same encoder at
 initialisation (kNN top-1 on the held-out split, and the per-dimension std of the L2-normalised embedding).
 
-Three settings, chosen by measurement (README "Training > Methods" has every number):
+Two settings, chosen by measurement (README "Training > Methods" has every number):
 
 * `LEARNS`: the margin over the random-init encoder is asserted. `test_resnet` at 16 px (4x cheaper than
   32 px, so five times the optimizer steps in the same time: 780 steps in ~100 s on one core), the 10 000
@@ -12,12 +12,12 @@ Three settings, chosen by measurement (README "Training > Methods" has every num
   with a momentum starting at 0.5; the margin asserted is about half the measured gain.
 * `LEARNS_WIDE`: the margin is asserted too, for methods that do not learn on `test_resnet` in a CI-sized
   run (its random-init features are already at 0.137 and the short runs trade them for colour and
-  background: docs/method_search_2026-11-23.tsv). ResNet-18 at half width, 16 px, 20 epochs (some methods
-  12 or, InstDisc on 2500 images, 80) with a cosine decay; its random-init kNN is 0.107. ResNet-18 at full width and 32 px (30 epochs, a GPU's work) is
+  background: docs/method_search_2026-11-23.tsv). ResNet-18 at half width, 16 px, 12 or 20 epochs
+  (the memory-bank methods on 2500 images: InstDisc 80 epochs, PIRL 40) with a cosine decay; its
+  random-init kNN is 0.107. ResNet-18 at full width and 32 px (30 epochs, a GPU's work) is
   `test_train_learning_resnet18.py`, marked slow.
-* `CASES`: PIRL, which learns in neither CI-sized setting. A cheaper 32 px `test_resnet` run asserts that it
-  neither collapsed the embedding nor destroyed the features (kNN within `KNN_FLOOR`). DINO, the other
-  method without a margin in CI, has its collapse check in test_train_collapse5.py."""
+
+DINO, the one method without a margin in CI, has its collapse check in test_train_collapse5.py."""
 
 import json
 import math
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.long
 COMMON = ["--model", "test_resnet", "--image-size", "32", "--batch-size", "256", "--knn.test_samples", "1000",
           "--knn.every", "1000", "--mixed-precision", "no", "--optimizer", "sgd", "--lr-scaling", "none",
           "--lr-schedule", "cosine", "--warmup-epochs", "1", "--weight-decay", "5e-4", "--save-every", "100000"]
-KNN_FLOOR = 0.05
 MILD_COLOUR = ["--aug.preset", "mocov2", "--aug.scale", "[0.2,1.0]"]
 
 # 16 px, 20 epochs, constant lr after the warmup (min_lr = lr), kNN on all 2000 held-out images.
@@ -52,22 +51,28 @@ LEARNS = {  # method: (extra arguments, kNN margin over init, min std x sqrt(D))
 }
 
 # The queue methods learn in a wider model: ResNet-18 at half width (channels 32-256, 2.8M parameters, 256
-# features) at 16 px, 20 epochs with a cosine decay to 0, ~3 min on one core. Its random-init features are
+# features) at 16 px, 12 or 20 epochs with a cosine decay to 0, 1.5-6 min on one core. Its random-init features are
 # near chance on this data (kNN 0.107; test_resnet's are not: 0.137), and 16 px keeps the run CI-sized.
 # Measured (this machine, one thread, two runs at once, /tmp experiments with these arguments; every run in
-# docs/method_search_2026-11-23.tsv): kNN 0.107 -> mocov1 0.148 (172 s), mocov2 0.154 (181 s), infomin 0.150
-# after 12 epochs (361 s: the 9-tile jigsaw branch; 0.151 after 20 in 496 s), and of issue 5's family, here
-# to share the setting, byol 0.139 after 12 epochs (239 s; 0.146 after 20 in 368 s), deepclusterv2 0.135
-# (287 s), simsiam 0.132 (197 s), swav 0.139 (222 s), barlowtwins 0.128 (286 s). Spreads 0.37 initially ->
-# 0.68 / 0.79 / 0.77 / 0.78 / 0.77 / 0.80 / 0.80 / 0.61.
+# docs/method_search_2026-11-23.tsv), kNN 0.107 -> after 12 epochs: mocov1 0.133 (102 s; 0.148 after 20 in
+# 172 s), mocov2 0.137 (99 s; 0.154 after 20), infomin 0.150 (361 s: the 9-tile jigsaw branch; 0.151 after
+# 20 in 496 s), and of issue 5's family, here to share the setting, byol 0.139 (239 s; 0.146 after 20),
+# barlowtwins 0.131 (162 s; 0.128 after 20); after 20 epochs: deepclusterv2 0.135 (287 s; 0.123 after 12),
+# simsiam 0.132 (197 s), swav 0.139 (222 s). Spreads 0.37 initially -> 0.62 / 0.79 / 0.77 / 0.78 / 0.61 /
+# 0.77 / 0.80 / 0.80. The shorter runs keep CI under 30 minutes (28 min with every run at 20 epochs).
 # * SimSiam learns at a constant lr 0.1 (0.118 with a cosine from 0.5); SwAV and Barlow Twins with their
 #   recipes' LARS (SGD: 0.126-0.128 and 0.114-0.118; SwAV without the small crops). Barlow Twins is noisy
-#   (0.133, 0.138, 0.125, 0.131, 0.128 every 4 epochs): margin 0.01.
+#   (0.125, 0.137, 0.131 every 4 epochs of the 12; 0.125-0.138 over 20): margin 0.012.
 # * InstDisc learns with the exact non-parametric softmax over the memory bank (the paper's eq. 2, which NCE
 #   approximates; lemniscate's `--nce-k 0`) on 2500 images for 80 epochs, so that each bank entry is
 #   refreshed 80 times: 0.111 (this 2500-image kNN bank) -> 0.132 in 102 s, spread 0.56. With NCE it does
 #   not (0.097-0.111, also on 10 000 images, at lr 0.03 or 24 px): at this size K / N is near 1 or above,
 #   where NCE's noise terms dominate the loss (hundreds, against ~6 for the softmax).
+# * PIRL likewise, with its two terms as softmaxes over the whole bank (`--hparams.loss softmax`, VISSL's
+#   `loss_type: cross_entropy` with every entry a negative), tau 0.1, 2500 images x 40 epochs: 0.111 ->
+#   0.129 (215 s; 0.119, 0.120, 0.126, 0.129 over the last 16 epochs), spread 0.71; tau 0.07: 0.123; on
+#   1000 images x 80 epochs: 0.100 -> 0.101. With NCE no run learned (0.104-0.109), and a 10 000-image run
+#   takes ~10 min (the 9-tile jigsaw branch).
 # No margin in this setting: DINO 0.101-0.122 (LARS; 4096 or 1024 prototypes; teacher momentum 0.99 or 0.9,
 # temperature 0.04-0.1; lr 0.3 or 0.6; with or without small crops).
 HALF_RESNET18 = ["--model", "resnet18", "--model-args.channels", "[32,64,128,256]"]
@@ -75,8 +80,8 @@ WIDE_COMMON = [*COMMON, *HALF_RESNET18, "--image-size", "16", "--epochs", "20", 
                "--knn.test_samples", "2000", *MILD_COLOUR]
 QUEUE = ["--lr", "0.3", "--hparams.K", "4096", "--hparams.m", "0.99", "--hparams.bn_splits", "8"]
 LEARNS_WIDE = {  # method: (extra arguments, kNN margin over init, min std x sqrt(D))
-    "mocov1": (QUEUE, 0.02, 0.45),
-    "mocov2": (QUEUE, 0.02, 0.5),
+    "mocov1": ([*QUEUE, "--epochs", "12"], 0.013, 0.45),
+    "mocov2": ([*QUEUE, "--epochs", "12"], 0.015, 0.5),
     "infomin": ([*QUEUE, "--epochs", "12"], 0.02, 0.5),
     "byol": (["--optimizer", "lars", "--lr", "1.0", "--weight-decay", "1e-5", "--hparams.tau_base", "0.99",
               "--epochs", "12"], 0.02, 0.5),
@@ -88,14 +93,9 @@ LEARNS_WIDE = {  # method: (extra arguments, kNN margin over init, min std x sqr
     "instdisc": (["--lr", "0.3", "--hparams.K", "0", "--hparams.loss", "softmax", "--aug.num_views", "1",
                   "--data-args.num_samples", "2500", "--epochs", "80"], 0.01, 0.4),
     "barlowtwins": (["--optimizer", "lars", "--lr", "0.3", "--weight-decay", "1e-4", "--hparams.proj_dims",
-                     "[1024,1024,1024]"], 0.01, 0.45),
-}
-
-# PIRL learns in no CI-sized setting (its 9-tile jigsaw branch makes a half-width ResNet-18 run ~10 min).
-# Measured spreads of the 8-epoch 32 px runs: 0.40 initially; pirl 0.12 (memory-bank methods spread less:
-# their bank, not the encoder, holds the instance codes).
-CASES = {  # method: (epochs, extra arguments, min std x sqrt(D))
-    "pirl": (8, ["--lr", "0.1", "--hparams.K", "1024"], 0.06),
+                     "[1024,1024,1024]", "--epochs", "12"], 0.012, 0.45),
+    "pirl": (["--lr", "0.3", "--hparams.K", "0", "--hparams.loss", "softmax", "--hparams.tau", "0.1",
+              "--data-args.num_samples", "2500", "--epochs", "40"], 0.008, 0.5),
 }
 
 
@@ -119,11 +119,3 @@ def test_short_run_beats_random_init(tmp_path, setting, method):
     r, spread = _run(tmp_path, method, [*common, *extra], 16)
     assert spread >= min_spread
     assert r["knn_top1"] >= r["knn_top1_init"] + margin, r
-
-
-@pytest.mark.parametrize("method", list(CASES))
-def test_short_run_keeps_features(tmp_path, method):
-    epochs, extra, min_spread = CASES[method]
-    r, spread = _run(tmp_path, method, [*COMMON, "--epochs", str(epochs), *extra], 32)
-    assert spread >= min_spread
-    assert r["knn_top1"] >= r["knn_top1_init"] - KNN_FLOOR, r

@@ -47,12 +47,21 @@ def test_simclrv2_momentum_memory_loss_by_hand():
     assert torch.allclose(m.queue.queue[[4, 5, 0, 1]], z2, atol=1e-5) and int(m.queue.ptr) == 8 % 6
 
 
-@pytest.mark.parametrize("name,weights", [("pirl", ("lambd", 0.5)), ("infomin", ("beta", 0.5))])
-def test_jigsaw_methods_combine_their_two_terms(name, weights):
+@pytest.mark.parametrize("name,weights,loss_type", [("pirl", ("lambd", 0.5), "nce"),
+                                                    ("pirl", ("lambd", 0.5), "softmax"), ("infomin", ("beta", 0.5), None)])
+def test_jigsaw_methods_combine_their_two_terms(name, weights, loss_type):
     key, w = weights
-    kw = {"K": 8, key: 0.3}
+    kw = {"K": 8, key: 0.3, **({"loss": loss_type} if loss_type else {})}
     m = build_method(name, _backbone(), INFO, **kw)
-    loss, logs = m(_batch(jigsaw=True), 0)
+    batch = _batch(jigsaw=True)
+    loss, logs = m(batch, 0)
+    if loss_type == "softmax":  # each term: cross-entropy over m_I and the same K = 8 sampled entries
+        with torch.no_grad():
+            f = F.normalize(m.image_head(m.backbone(batch["views"][0])), dim=1)
+            noise = m.bank.sample(batch["index"], 8, INFO.seed, 2, 0, 0)
+            s = torch.cat([m.bank.bank[batch["index"]][:, None], m.bank.bank[noise]], 1) @ f[:, :, None]
+        expected_image = F.cross_entropy(s.squeeze(2) / 0.07, torch.zeros(4, dtype=torch.long))
+        assert float(logs["loss_image"]) == pytest.approx(float(expected_image), rel=1e-5)
     if name == "pirl":  # L = lambd L(m_I, g(v_I^t)) + (1 - lambd) L(m_I, f(v_I))
         expected = 0.3 * logs["loss_jigsaw"] + 0.7 * logs["loss_image"]
     else:  # L = (1 - beta) L_image + beta L_jigsaw

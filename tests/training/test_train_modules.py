@@ -54,6 +54,21 @@ def test_memory_bank_similarities_are_the_indexed_dot_products(size):
     assert torch.allclose(grad, torch.einsum("bj,bjd->bd", w, bank.bank[idx]), atol=1e-6)
 
 
+def test_memory_bank_softmax_loss_by_hand():
+    bank = MemoryBank(6, 4, generator=torch.Generator().manual_seed(0))
+    v = F.normalize(torch.randn(2, 4, generator=torch.Generator().manual_seed(1)), dim=1)
+    index, noise, tau = torch.tensor([3, 0]), torch.tensor([[1, 5, 5], [2, 3, 4]]), 0.5
+    expected_sampled = expected_full = 0.0
+    for b in range(2):
+        own = float(bank.bank[index[b]] @ v[b]) / tau
+        sampled = [own] + [float(bank.bank[j] @ v[b]) / tau for j in noise[b]]
+        full = [float(bank.bank[j] @ v[b]) / tau for j in range(6)]
+        expected_sampled += (math.log(sum(math.exp(x) for x in sampled)) - own) / 2
+        expected_full += (math.log(sum(math.exp(x) for x in full)) - own) / 2
+    assert bank.softmax_loss(v, index, tau, noise).item() == pytest.approx(expected_sampled, rel=1e-5)
+    assert bank.softmax_loss(v, index, tau).item() == pytest.approx(expected_full, rel=1e-5)
+
+
 def test_ema_update_parameters_only():
     online = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
     target = momentum_copy(online)

@@ -44,25 +44,16 @@ class InstDisc(nn.Module):
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._z_estimates: list[torch.Tensor] = []
 
-    def scores(self, v: torch.Tensor, index: torch.Tensor, step: int) -> torch.Tensor:
-        """(B, 1 + K) similarities to the bank: the sample's own entry first, then K uniform noise entries
-        (lemniscate overwrites slot 0 of the sampled indices with the positive)."""
-        noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending))
-        idx = torch.cat((index[:, None].to(noise.device), noise), 1)
-        return self.bank.similarities(v, idx)
-
     def forward(self, batch: dict, step: int):
         x, index = batch["views"][0], batch["index"]
         v = F.normalize(self.projector(self.backbone(x)), dim=1).float()
-        if self.loss == "softmax" and self.K == 0:  # exact non-parametric softmax over the bank
-            loss = F.cross_entropy(v @ self.bank.bank.T.clone() / self.tau, index.to(v.device))
-        else:
-            s = self.scores(v, index, step)
-        self._pending.append((gather_no_grad(index.to(v.device)), gather_no_grad(v.detach())))
-        if self.loss == "softmax" and self.K == 0:
-            return loss, {}
+        index = index.to(v.device)
+        # K uniform noise entries per sample (lemniscate overwrites slot 0 of them with the positive)
+        noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending)) if self.K else None
+        self._pending.append((gather_no_grad(index), gather_no_grad(v.detach())))
         if self.loss == "softmax":
-            return F.cross_entropy(s / self.tau, torch.zeros(len(s), dtype=torch.long, device=s.device)), {}
+            return self.bank.softmax_loss(v, index, self.tau, noise), {}
+        s = self.bank.similarities(v, torch.cat((index[:, None], noise), 1))  # own entry first
         Z = self.normaliser(s)
         return nce_binary(s[:, 0], s[:, 1:], self.tau, self.bank.size, Z), {"Z": Z}
 

@@ -8,7 +8,9 @@ CVPR 2020. No standalone official repository; the reference is VISSL
                with the normaliser Z estimated from the first batch as in VISSL / lemniscate
     L = lambd * L_NCE(m_I, g(v_I^t)) + (1 - lambd) * L_NCE(m_I, f(v_I))     (eq. 5), lambd = 0.5
     m_I <- norm(m m_I + (1 - m) f(v_I)), m = 0.5, after the step          (memory bank, eq. 6)
-Negatives: K = 32000 memory entries drawn uniformly, shared by both terms. The patches come from
+Negatives: K = 32000 memory entries drawn uniformly, shared by both terms. `loss: softmax` replaces each
+NCE term by the cross-entropy over the same entries (VISSL NCELossWithMemory's `loss_type: cross_entropy`),
+or with `K: 0` over the whole bank. The patches come from
 data/transforms.Jigsaw (3x3 grid, colour augmentation per patch, shuffled order).
 """
 
@@ -28,9 +30,14 @@ from ..modules.optim import split_decay
 
 class PIRL(nn.Module):
     def __init__(self, backbone: nn.Module, info, tau: float = 0.07, K: int = 32000, m: float = 0.5,
-                 lambd: float = 0.5, dim: int = 128):
+                 lambd: float = 0.5, dim: int = 128, loss: str = "nce"):
         super().__init__()
+        if loss not in ("nce", "softmax"):
+            raise ValueError(f"pirl loss must be 'nce' or 'softmax', got {loss!r}")
+        if loss == "nce" and K < 1:
+            raise ValueError("pirl: NCE needs K >= 1 noise samples (K = 0 is the softmax over the whole bank)")
         self.backbone, self.tau, self.K, self.m, self.lambd, self.seed = backbone, tau, K, m, lambd, info.seed
+        self.loss = loss
         D = backbone.num_features
         self.image_head = MLPHead(D, [], dim)
         self.jigsaw_head = JigsawHead(D, dim)
@@ -43,15 +50,18 @@ class PIRL(nn.Module):
         B = len(x)
         f = F.normalize(self.image_head(self.backbone(x)), dim=1).float()
         g = F.normalize(self.jigsaw_head(self.backbone(patches.flatten(0, 1))), dim=1).float()
-        noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending))
-        idx = torch.cat((index[:, None].to(noise.device), noise), 1)
+        index = index.to(f.device)
+        noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending)) if self.K else None
         losses = []
         for t, emb in enumerate((g, f)):
-            s = self.bank.similarities(emb, idx)  # (B, 1 + K): m_I first, then the negatives
+            if self.loss == "softmax":
+                losses.append(self.bank.softmax_loss(emb, index, self.tau, noise))
+                continue
+            s = self.bank.similarities(emb, torch.cat((index[:, None], noise), 1))  # m_I first, then negatives
             if self.Z[t] < 0:
                 self.Z[t] = gather_no_grad(nce_z_estimate(s, self.tau, self.bank.size)[None]).mean()
             losses.append(nce_binary(s[:, 0], s[:, 1:], self.tau, self.bank.size, self.Z[t].clone()))
-        self._pending.append((gather_no_grad(index.to(f.device)), gather_no_grad(f.detach())))
+        self._pending.append((gather_no_grad(index), gather_no_grad(f.detach())))
         loss = self.lambd * losses[0] + (1 - self.lambd) * losses[1]
         return loss, {"loss_jigsaw": losses[0].detach(), "loss_image": losses[1].detach()}
 

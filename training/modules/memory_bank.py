@@ -35,6 +35,16 @@ class MemoryBank(nn.Module):
             return torch.gather(v.float() @ self.bank.T.clone(), 1, idx)
         return torch.bmm(self[idx], v.float()[:, :, None]).squeeze(2)
 
+    def softmax_loss(self, v: torch.Tensor, index: torch.Tensor, tau: float,
+                     noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy of v against the bank, its own entry `index` the target: over that entry and the
+        sampled `noise` entries (InfoNCE; VISSL's `loss_type: cross_entropy`), or, with `noise` None, over
+        the whole bank (the exact non-parametric softmax of InstDisc's eq. 2, lemniscate's `--nce-k 0`)."""
+        if noise is None:
+            return F.cross_entropy(v.float() @ self.bank.T.clone() / tau, index)
+        s = self.similarities(v, torch.cat((index[:, None], noise), 1))
+        return F.cross_entropy(s / tau, torch.zeros(len(s), dtype=torch.long, device=s.device))
+
     def sample(self, index: torch.Tensor, K: int, *keys) -> torch.Tensor:
         """(len(index), K) noise indices, uniform with replacement (lemniscate's AliasMethod over a uniform
         distribution), drawn per sample from (keys, sample index): the same whatever the process split."""
