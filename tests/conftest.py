@@ -49,7 +49,7 @@ def mirror(file_server, clzoo_home, monkeypatch):
 
 @pytest.hookimpl(trylast=True)  # after `-m 'not slow'` has deselected, so the halves are the scheduler's
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `long` (the training runs of test_train_learning.py, 1.5-8 min each on one core) go
+    """Tests marked `long` (the training runs of test_train_learning.py, 1-5 min each in CI) go
     first, alternately at the head of each of the two halves that pytest-xdist's work-stealing scheduler
     hands its two workers at the start. Collected last, they ended the run with one worker busy on a long
     run and the other idle; run first, the short tests at the end balance the workers."""

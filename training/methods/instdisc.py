@@ -48,12 +48,11 @@ class InstDisc(nn.Module):
         x, index = batch["views"][0], batch["index"]
         v = F.normalize(self.projector(self.backbone(x)), dim=1).float()
         index = index.to(v.device)
-        # K uniform noise entries per sample (lemniscate overwrites slot 0 of them with the positive)
         noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending)) if self.K else None
         self._pending.append((gather_no_grad(index), gather_no_grad(v.detach())))
         if self.loss == "softmax":
             return self.bank.softmax_loss(v, index, self.tau, noise), {}
-        s = self.bank.similarities(v, torch.cat((index[:, None], noise), 1))  # own entry first
+        s = self.bank.scores(v, index, noise)
         Z = self.normaliser(s)
         return nce_binary(s[:, 0], s[:, 1:], self.tau, self.bank.size, Z), {"Z": Z}
 

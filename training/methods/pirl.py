@@ -47,7 +47,6 @@ class PIRL(nn.Module):
 
     def forward(self, batch: dict, step: int):
         x, patches, index = batch["views"][0], batch["jigsaw"], batch["index"]
-        B = len(x)
         f = F.normalize(self.image_head(self.backbone(x)), dim=1).float()
         g = F.normalize(self.jigsaw_head(self.backbone(patches.flatten(0, 1))), dim=1).float()
         index = index.to(f.device)
@@ -57,7 +56,7 @@ class PIRL(nn.Module):
             if self.loss == "softmax":
                 losses.append(self.bank.softmax_loss(emb, index, self.tau, noise))
                 continue
-            s = self.bank.similarities(emb, torch.cat((index[:, None], noise), 1))  # m_I first, then negatives
+            s = self.bank.scores(emb, index, noise)  # m_I first, then the negatives
             if self.Z[t] < 0:
                 self.Z[t] = gather_no_grad(nce_z_estimate(s, self.tau, self.bank.size)[None]).mean()
             losses.append(nce_binary(s[:, 0], s[:, 1:], self.tau, self.bank.size, self.Z[t].clone()))

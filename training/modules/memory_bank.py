@@ -32,8 +32,13 @@ class MemoryBank(nn.Module):
         product with the whole bank and a gather of the scores is the same number at a fraction of the
         memory traffic; on ImageNet (1.28M rows) the gather of B x J rows is the cheaper one."""
         if self.size <= 8 * idx.shape[1]:
-            return torch.gather(v.float() @ self.bank.T.clone(), 1, idx)
+            return torch.gather(self._all_similarities(v), 1, idx)
         return torch.bmm(self[idx], v.float()[:, :, None]).squeeze(2)
+
+    def scores(self, v: torch.Tensor, index: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + K) similarities of v to its own entry first, then to its K noise entries (lemniscate
+        overwrites slot 0 of the sampled indices with the positive)."""
+        return self.similarities(v, torch.cat((index[:, None], noise), 1))
 
     def softmax_loss(self, v: torch.Tensor, index: torch.Tensor, tau: float,
                      noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -41,9 +46,13 @@ class MemoryBank(nn.Module):
         sampled `noise` entries (InfoNCE; VISSL's `loss_type: cross_entropy`), or, with `noise` None, over
         the whole bank (the exact non-parametric softmax of InstDisc's eq. 2, lemniscate's `--nce-k 0`)."""
         if noise is None:
-            return F.cross_entropy(v.float() @ self.bank.T.clone() / tau, index)
-        s = self.similarities(v, torch.cat((index[:, None], noise), 1))
+            return F.cross_entropy(self._all_similarities(v) / tau, index)
+        s = self.scores(v, index, noise)
         return F.cross_entropy(s / tau, torch.zeros(len(s), dtype=torch.long, device=s.device))
+
+    def _all_similarities(self, v: torch.Tensor) -> torch.Tensor:
+        # a copy of the bank: the momentum update writes it in place after the step
+        return v.float() @ self.bank.T.clone()
 
     def sample(self, index: torch.Tensor, K: int, *keys) -> torch.Tensor:
         """(len(index), K) noise indices, uniform with replacement (lemniscate's AliasMethod over a uniform
