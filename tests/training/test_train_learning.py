@@ -73,8 +73,13 @@ LEARNS = {  # method: (extra arguments, kNN margin over init, min std x sqrt(D))
 #   0.129 (215 s; 0.119, 0.120, 0.126, 0.129 over the last 16 epochs), spread 0.71; tau 0.07: 0.123; on
 #   1000 images x 80 epochs: 0.100 -> 0.101. With NCE no run learned (0.104-0.109), and a 10 000-image run
 #   takes ~10 min (the 9-tile jigsaw branch).
-# No margin in this setting: DINO 0.101-0.122 (LARS; 4096 or 1024 prototypes; teacher momentum 0.99 or 0.9,
-# temperature 0.04-0.1; lr 0.3 or 0.6; with or without small crops).
+# No margin in this setting: DINO, 0.107 -> 0.101-0.125 over ~40 runs (LARS, SGD or AdamW; 256-4096
+# prototypes, BN in the head or not; teacher momentum 0.9-0.996, temperature 0.01-0.1; with or without small
+# crops; batch 64 or 256; 12 or 20 epochs), a range a run whose head collapsed to uniform also reaches (0.122).
+# With MoCo v2's mild colour jitter its teacher stays soft (entropy ~5.3 of ln 1024 = 6.93); with SimCLR's
+# strength-1 jitter it goes uniform unless the teacher is sharpened to 0.02, and then one run read 0.137 after
+# 12 epochs but the same setting gave 0.118 with seed 2 and 0.120 / 0.125 (seeds 0 / 2) after 20
+# (docs/method_search_2026-11-23.tsv, rows u_).
 HALF_RESNET18 = ["--model", "resnet18", "--model-args.channels", "[32,64,128,256]"]
 WIDE_COMMON = [*COMMON, *HALF_RESNET18, "--image-size", "16", "--epochs", "20", "--min-lr", "0",
                "--knn.test_samples", "2000", *MILD_COLOUR]

@@ -273,6 +273,20 @@ def test_dino_teacher_temperature_warmup_per_epoch():
     assert np.allclose(m.teacher_temp, [0.04, 0.05, 0.06, 0.07] + [0.07] * 6)
 
 
+def test_dino_collapse_monitor_reads_both_collapses():
+    """The paper's Fig. 7 monitor: uniform teacher -> entropy ln(K), batch-mean entropy ln(K); every sample
+    one-hot on the same dimension -> both 0; one-hot on different dimensions -> 0 and ln(#dimensions used)."""
+    from training.methods.dino import _collapse_monitor
+    K = 16
+    assert _collapse_monitor(torch.full((4, K), 1 / K)) == pytest.approx(
+        {"teacher_entropy": math.log(K), "teacher_mean_entropy": math.log(K)}, rel=1e-6)
+    same = F.one_hot(torch.tensor([3, 3, 3, 3]), K).float()
+    assert _collapse_monitor(same) == pytest.approx({"teacher_entropy": 0.0, "teacher_mean_entropy": 0.0}, abs=1e-6)
+    spread = F.one_hot(torch.tensor([0, 1, 2, 3]), K).float()
+    assert _collapse_monitor(spread) == pytest.approx(
+        {"teacher_entropy": 0.0, "teacher_mean_entropy": math.log(4)}, abs=1e-6)
+
+
 def test_swav_prototypes_normalised_frozen_first_epoch_and_queue():
     info = TrainInfo(num_samples=40, total_steps=20, steps_per_epoch=5, global_batch=4, seed=0)
     m = build_method("swav", _backbone(), info, nmb_prototypes=6, hidden_mlp=16, dim=8, queue_length=8,

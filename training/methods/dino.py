@@ -54,6 +54,15 @@ OFFICIAL = OfficialLayout(heads={"head": "student_head"}, backbone="student_back
                           momentum={"backbone": "student_backbone", "teacher_head": "student_head"})
 
 
+@torch.no_grad()
+def _collapse_monitor(p: torch.Tensor) -> dict:
+    """The paper's collapse monitor (Fig. 7): the teacher's mean per-sample entropy goes to ln(out_dim) when
+    the output collapses to uniform, and the entropy of its batch mean goes to 0 when one dimension wins."""
+    def entropy(q):
+        return float(-(q * q.clamp_min(1e-12).log()).sum(-1).mean())
+    return {"teacher_entropy": entropy(p), "teacher_mean_entropy": entropy(p.mean(0))}
+
+
 class DINO(nn.Module):
     def __init__(self, backbone: nn.Module, info, out_dim: int = 65536, hidden_dim: int = 2048,
                  bottleneck_dim: int = 256, use_bn_in_head: bool = False, norm_last_layer: bool = True,
@@ -90,7 +99,7 @@ class DINO(nn.Module):
         teacher = F.softmax((t - self.center) / temp, dim=-1).split([len(v) for v in views[:2]])
         loss = dino_cross_entropy(list(student), list(teacher))
         self._pending.append((t.sum(0, keepdim=True), len(t)))
-        return loss, {"teacher_temp": temp}
+        return loss, {"teacher_temp": temp, **_collapse_monitor(torch.cat(teacher))}
 
     def before_optimizer_step(self, step: int) -> None:
         if step < self.freeze_steps:
