@@ -96,10 +96,10 @@ class DINO(nn.Module):
         s = self.student_head(multicrop_forward(self.student_backbone, views)).float()
         temp = float(self.teacher_temp[step // self.steps_per_epoch])
         student = (s / self.student_temp).split([len(v) for v in views])
-        teacher = F.softmax((t - self.center) / temp, dim=-1).split([len(v) for v in views[:2]])
-        loss = dino_cross_entropy(list(student), list(teacher))
+        teacher = F.softmax((t - self.center) / temp, dim=-1)
+        loss = dino_cross_entropy(list(student), list(teacher.split([len(v) for v in views[:2]])))
         self._pending.append((t.sum(0, keepdim=True), len(t)))
-        return loss, {"teacher_temp": temp, **_collapse_monitor(torch.cat(teacher))}
+        return loss, {"teacher_temp": temp, **_collapse_monitor(teacher)}
 
     def before_optimizer_step(self, step: int) -> None:
         if step < self.freeze_steps:
