@@ -24,6 +24,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
                    help="an ImageFolder root (ROOT/train + ROOT/val or ROOT/test, each CLASS/IMAGE), "
                         "'synthetic' (the embedded dataset) or 'hf:NAME'")
+    p.add_argument("--target", default="shape", choices=("shape", "fg_colour", "bg_colour"),
+                   help="--data synthetic only: the label to evaluate, the shape (default) or a nuisance factor, "
+                        "the colour octant of the shape or of the background (what else did the encoder learn?)")
     p.add_argument("--train-samples", type=int, help="use a seeded random subset of this many training images")
     p.add_argument("--test-samples", type=int, help="... and of this many test images")
     p.add_argument("--batch-size", type=int,
@@ -48,9 +51,11 @@ def _split_dir(root: str, split: str) -> str:
 
 
 def load_split(spec: str, split: str, transform: Callable, image_size: int, seed: int = 0,
-               num_samples: Optional[int] = None) -> torch.utils.data.Dataset:
+               num_samples: Optional[int] = None, target: str = "shape") -> torch.utils.data.Dataset:
     """A labelled split: ImageFolder trees are read here (PIL + the model's transform); 'synthetic' and
     'hf:NAME' come from the trainer's `training.data.build_dataset` (uint8 tensors; the transform takes them)."""
+    if target != "shape" and spec != "synthetic":
+        raise ValueError(f"--target {target}: a label of the synthetic dataset only (--data synthetic), not of {spec!r}")
     if os.path.isdir(spec):
         from torchvision.datasets import ImageFolder
         ds = ImageFolder(_split_dir(spec, split), transform=transform)
@@ -61,7 +66,8 @@ def load_split(spec: str, split: str, transform: Callable, image_size: int, seed
         except ImportError as e:
             raise FileNotFoundError(f"--data {spec!r}: not a folder, and the trainer's datasets "
                                     f"(training/data) are not available to build it: {e}") from e
-        ds = build_dataset(spec, split, image_size, seed, transform=transform)
+        ds = build_dataset(spec, split, image_size, seed, transform=transform,
+                           **({"target": target} if target != "shape" else {}))
     if num_samples is not None and num_samples < len(ds):
         g = torch.Generator().manual_seed(seed + (split == "test"))
         idx = torch.randperm(len(ds), generator=g)[:num_samples].sort().values.tolist()

@@ -65,8 +65,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     model = load_model(args)
     transform = eval_transform(model)
     size = image_size(model)
-    train = load_split(args.data, "train", transform, size, args.seed, args.train_samples)
-    test = load_split(args.data, "test", transform, size, args.seed, args.test_samples)
+    train = load_split(args.data, "train", transform, size, args.seed, args.train_samples, args.target)
+    test = load_split(args.data, "test", transform, size, args.seed, args.test_samples, args.target)
     forward = feature_fn(args.features, model)
     bank, bank_labels = embed(model, train, forward, args.batch_size, args.workers)
     feats, labels = embed(model, test, forward, args.batch_size, args.workers)
@@ -79,7 +79,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     result = {
         "protocol": f"weighted kNN (methods.md §1.3): L2-normalised features, top-k cosine neighbours vote "
                     f"exp(s/T); T={args.temperature}",
-        **model_description(args), "data": args.data, "features": getattr(forward, "__name__", args.features),
+        **model_description(args), "data": args.data, "target": args.target, "features": getattr(forward, "__name__", args.features),
         "feature_dim": int(bank.shape[1]), "num_train": len(bank), "num_test": len(feats),
         "num_classes": len(names), "temperature": args.temperature, "k": report_k,
         "top1": res["top1"][report_k], "top5": res["top5"].get(report_k),

@@ -218,11 +218,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     forward = feature_fn(protocol.features, model)
     size = image_size(model)
     eval_tf = eval_transform(model)
-    test = load_split(args.data, "test", eval_tf, size, args.seed, args.test_samples)
+    test = load_split(args.data, "test", eval_tf, size, args.seed, args.test_samples, args.target)
     test_features, test_labels = embed(model, test, forward, FORWARD_BATCH, args.workers)
     augment = not args.no_augment
     train = load_split(args.data, "train", train_transform(model, protocol.crop_scale) if augment else eval_tf,
-                       size, args.seed, args.train_samples)
+                       size, args.seed, args.train_samples, args.target)
     names = class_names(train, test)
 
     if augment:
@@ -253,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "protocol": args.protocol, "protocol_settings": dataclasses.asdict(protocol), "lr": lr,
         "augment": augment, "official_protocol": augment and args.epochs is None and args.batch_size is None
         and args.lr is None and args.features is None,
-        **model_description(args), "data": args.data, "features": getattr(forward, "__name__", protocol.features),
+        **model_description(args), "data": args.data, "target": args.target, "features": getattr(forward, "__name__", protocol.features),
         "feature_dim": int(test_features.shape[1]), "num_train": len(train), "num_test": len(test_labels),
         "num_classes": len(names), "top1": final["top1"], "top5": final["top5"],
         "best_top1": max(h["top1"] for h in history), "history": history,

@@ -167,3 +167,30 @@ def test_hf_datasets_spec_with_a_stand_in_module(monkeypatch):
     x, y = test[3]
     assert x.dtype == torch.uint8 and min(x.shape[1:]) == round(16 * 256 / 224) and y == 1
     assert train.targets.tolist() == [0, 1, 0, 1]
+
+
+def test_synthetic_nuisance_targets_name_the_rendered_colours():
+    """`target="fg_colour"` / `"bg_colour"` label an image with the RGB octant of its shape's / background's
+    colour: read back from the pixels at a filled shape's centre (circles) and at the image's corner."""
+    from training.data.synthetic import OCTANTS, _params, labels
+    n, S = 1000, 64
+    idx = torch.arange(n)
+    img = render(idx, S).float() / 255
+    p = _params(idx, 0, 0, 10)
+    octant = lambda c: (c[:, 0] > 0.5).long() * 4 + (c[:, 1] > 0.5).long() * 2 + (c[:, 2] > 0.5).long()  # noqa: E731
+    fg, bg = labels(idx, target="fg_colour"), labels(idx, target="bg_colour")
+    assert torch.equal(labels(idx), labels(idx, target="shape")) and fg.max() < len(OCTANTS)
+    col, row = (((p["centre"] + 1) / 2 * (S - 1)).round().long()).unbind(1)
+    centre = img[idx, :, row, col]
+    circles = (labels(idx) == 0) & ((p["fg"] - 0.5).abs() > 0.2).all(1)  # a colour clearly inside its octant
+    assert circles.sum() > 10
+    assert (octant(centre)[circles] == fg[circles]).float().mean() > 0.8  # fine noise, anti-aliasing
+    assert (octant(centre)[circles] == bg[circles]).float().mean() < 0.4
+    corner = img[:, :, :2, :2].mean((2, 3))
+    clear = ((p["bg1"] - 0.5).abs() > 0.2).all(1)  # the texture moves the background by up to 0.15
+    assert (octant(corner)[clear] == bg[clear]).float().mean() > 0.97
+    ds = SyntheticShapes("test", 16, num_samples=50, target="bg_colour")
+    assert ds.classes == list(OCTANTS) and torch.equal(ds.targets, labels(torch.arange(50), split="test", target="bg_colour"))
+    assert [y for _, y in ds.__getitems__([3, 7])] == ds.targets[[3, 7]].tolist()
+    with pytest.raises(ValueError, match="bg_colour"):
+        SyntheticShapes("train", 16, num_samples=5, target="colour")

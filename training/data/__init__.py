@@ -5,7 +5,8 @@
 
 * `spec="synthetic"`: the embedded procedural shapes set (data/synthetic.py); images are uint8
   `(3, image_size, image_size)` tensors rendered from (seed, split, index); splits "train" / "test";
-  `synthetic_args`: `num_classes` (2-10, the first shapes) and `texture` (background texture scale).
+  `synthetic_args`: `num_classes` (2-10, the first shapes), `texture` (background texture scale) and
+  `target` (the label: "shape", or the nuisance "fg_colour" / "bg_colour", a colour octant).
 * `spec=PATH`: an ImageFolder tree. `PATH/train` + `PATH/val` (or `PATH/test`) when present, else `PATH`
   itself is the train split. Images are decoded to uint8 `(3, H, W)` tensors with the shorter side
   resized to `image_size * 256 / 224` (aspect kept; crops happen in the augmentation). An unreadable
@@ -108,6 +109,7 @@ class HFDataset(torch.utils.data.Dataset):
 class _Transformed(torch.utils.data.Dataset):
     def __init__(self, ds, transform):
         self.ds, self.transform, self.targets = ds, transform, ds.targets
+        self.classes = getattr(ds, "classes", None)
 
     def __len__(self):
         return len(self.ds)

@@ -84,9 +84,22 @@ def _params(index, seed: int, split: int, num_classes: int, texture: float = 1.0
     )
 
 
-def labels(index, seed: int = 0, split: str = "train", num_classes: int = len(CLASSES)) -> torch.Tensor:
-    """Labels of images `index` without rendering them."""
-    return _params(index, seed, SPLITS[split], num_classes)["label"]
+# The nuisance factors as labels, to ask what an encoder represents besides the shape: the octant of RGB
+# space (each channel above or below 1/2) of the shape's colour or of the background's base colour.
+OCTANTS = ("black", "blue", "green", "cyan", "red", "magenta", "yellow", "white")
+TARGETS = {"shape": CLASSES, "fg_colour": OCTANTS, "bg_colour": OCTANTS}
+
+
+def labels(index, seed: int = 0, split: str = "train", num_classes: int = len(CLASSES),
+           target: str = "shape") -> torch.Tensor:
+    """Labels of images `index` without rendering them: the shape, or with `target` a nuisance factor."""
+    if target not in TARGETS:
+        raise ValueError(f"synthetic target must be one of {sorted(TARGETS)}, got {target!r}")
+    p = _params(torch.as_tensor(index, dtype=torch.long).reshape(-1), seed, SPLITS[split], num_classes)
+    if target == "shape":
+        return p["label"]
+    rgb = p["fg" if target == "fg_colour" else "bg1"] > 0.5
+    return rgb[:, 0].long() * 4 + rgb[:, 1].long() * 2 + rgb[:, 2].long()
 
 
 def render(index, image_size: int, seed: int = 0, split: str = "train",
@@ -138,10 +151,12 @@ def render(index, image_size: int, seed: int = 0, split: str = "train",
 
 class SyntheticShapes(torch.utils.data.Dataset):
     """Items are (uint8 CHW tensor, label). `__getitems__` renders a whole batch at once; rendered images
-    are cached while the split fits in `cache_bytes`."""
+    are cached while the split fits in `cache_bytes`. `target` picks the label: the shape, or the colour
+    octant of the shape or of the background (`TARGETS`)."""
 
     def __init__(self, split: str = "train", image_size: int = 32, seed: int = 0, num_samples: int | None = None,
-                 num_classes: int = len(CLASSES), texture: float = 1.0, cache_bytes: int = 1 << 30):
+                 num_classes: int = len(CLASSES), texture: float = 1.0, target: str = "shape",
+                 cache_bytes: int = 1 << 30):
         if split not in SPLITS:
             raise ValueError(f"synthetic split must be one of {sorted(SPLITS)}, got {split!r}")
         if not 2 <= num_classes <= len(CLASSES):
@@ -149,8 +164,8 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self.split, self.image_size, self.seed, self.num_classes = split, image_size, seed, num_classes
         self.texture = float(texture)
         self.num_samples = DEFAULT_SIZES[split] if num_samples is None else int(num_samples)
-        self.classes = list(CLASSES[:num_classes])
-        self.targets = labels(torch.arange(self.num_samples), seed, split, num_classes)
+        self.classes = list(CLASSES[:num_classes] if target == "shape" else TARGETS.get(target, ()))
+        self.targets = labels(torch.arange(self.num_samples), seed, split, num_classes, target)
         cacheable = self.num_samples * 3 * image_size ** 2 <= cache_bytes
         self._cache = torch.zeros(self.num_samples, 3, image_size, image_size, dtype=torch.uint8) if cacheable else None
         self._cached = torch.zeros(self.num_samples, dtype=torch.bool)
