@@ -84,7 +84,7 @@ LEARNS = {  # method: (extra arguments, kNN margin over init, min std x sqrt(D))
 #   background colour (kNN 0.85 on its 8 octants), which two views share under mild jitter, and DINO's teacher
 #   keeps clustering it (0.85 -> 0.85, shape colour 0.19 -> 0.21); MoCo v2 and BYOL turn to the foreground
 #   (shape colour 0.19 -> 0.29 / 0.26, background 0.81 / 0.83). With strong jitter the teacher goes uniform.
-#   docs/method_search_2026-11-23.tsv has every run (rows u_ to y_).
+#   20 epochs of the same setting read 0.127. docs/method_search_2026-11-23.tsv has every run (rows u_ to y_).
 HALF_RESNET18 = ["--model", "resnet18", "--model-args.channels", "[32,64,128,256]"]
 WIDE_COMMON = [*COMMON, *HALF_RESNET18, "--image-size", "16", "--epochs", "20", "--min-lr", "0",
                "--knn.test_samples", "2000", *MILD_COLOUR]
