@@ -250,4 +250,4 @@ def test_eval_knn_synthetic_nuisance_target(resnet_weights, tmp_path):
     assert colour["target"] == "bg_colour" and colour["num_classes"] == 8 and shape["num_classes"] == 10
     assert colour["top1"] > 0.5 and colour["top1"] > shape["top1"] + 0.2
     with pytest.raises(ValueError, match="synthetic dataset only"):
-        eval_knn.main([*common[:-8], "--data", str(tmp_path), "--target", "fg_colour", "--out", str(tmp_path / "x")])
+        eval_knn.main([*common, "--data", str(tmp_path), "--target", "fg_colour", "--out", str(tmp_path / "x")])

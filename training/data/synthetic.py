@@ -164,8 +164,8 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self.split, self.image_size, self.seed, self.num_classes = split, image_size, seed, num_classes
         self.texture = float(texture)
         self.num_samples = DEFAULT_SIZES[split] if num_samples is None else int(num_samples)
-        self.classes = list(CLASSES[:num_classes] if target == "shape" else TARGETS.get(target, ()))
-        self.targets = labels(torch.arange(self.num_samples), seed, split, num_classes, target)
+        self.targets = labels(torch.arange(self.num_samples), seed, split, num_classes, target)  # checks target
+        self.classes = list(CLASSES[:num_classes] if target == "shape" else TARGETS[target])
         cacheable = self.num_samples * 3 * image_size ** 2 <= cache_bytes
         self._cache = torch.zeros(self.num_samples, 3, image_size, image_size, dtype=torch.uint8) if cacheable else None
         self._cached = torch.zeros(self.num_samples, dtype=torch.bool)
