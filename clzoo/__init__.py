@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 from . import models as _models  # noqa: F401  (registers every entry in timm's registry)
 from ._builder import CheckpointMismatchError, check_state_dict
 from ._factory import create_model
-from ._pretrained import DownloadError, convert_file, download, get_cache_dir
+from ._pretrained import DownloadError, HashMismatchError, convert_file, download, get_cache_dir
 from ._registry import (ManualDownloadError, NoPretrainedWeightsError, UnknownModelError, get_pretrained_cfg, get_weights_info,
                         list_aliases, list_methods, list_models, list_pretrained, model_info)
 from ._serialization import UnsafeCheckpointError, load_checkpoint_file
@@ -26,7 +26,7 @@ __all__ = [
     "list_methods", "get_weights_info", "convert_file", "convert_checkpoint", "list_formats", "download",
     "get_cache_dir", "load_checkpoint_file", "check_state_dict", "knn_classify", "knn_accuracy",
     "UnknownModelError", "NoPretrainedWeightsError", "ManualDownloadError", "CheckpointMismatchError", "UnsafeCheckpointError",
-    "ConversionError", "DownloadError", "load_pretraining_checkpoint", "PretrainingCheckpoint", "NoHeadsError",
+    "ConversionError", "DownloadError", "HashMismatchError", "load_pretraining_checkpoint", "PretrainingCheckpoint", "NoHeadsError",
     "extract_features", "load_features", "load_encoder", "Embeddings", "SimpleFeaturePyramid",
     "attention_maps", "attention_masks", "attention_rollout", "push_to_hub", "HubError",
 ]

@@ -7,10 +7,15 @@ Order of sources for `pretrained=True` (`resolve_weights`):
      `CLZOO_HOME/downloads/` and converted once into `CLZOO_HOME/converted/*.safetensors`.
 `hf-hub:` and `local-dir:` model names are timm's own sources and are left to timm.
 
-Every file clzoo writes is written to a temp file and moved into place (`os.replace`), with a JSON
-sidecar recording its size and sha256; a cached file whose size or hash no longer matches is
+Every file clzoo writes goes through `clzoo._io.atomic_write` (temp file, fsync, rename), with a JSON
+sidecar recording its size, sha256 and md5; a cached file whose size or hash no longer matches is
 treated as absent and fetched (or converted) again. torch.hub's downloader is not used because it
 accepts a connection that closes early as a complete file.
+
+Where the authors publish a hash of a file (MoCo's README prints an md5 prefix per checkpoint), the
+registry records it (`WeightsInfo.md5_prefix` / `.sha256`, a full digest or a prefix as in torch.hub's
+`name-<sha256 prefix>.ext` convention) and every download is checked against it before it enters the
+cache. Other files can only be checked against what was recorded on their first download.
 """
 
 from __future__ import annotations
@@ -20,11 +25,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 import torch
@@ -32,10 +36,11 @@ from filelock import FileLock
 from safetensors.torch import save_file
 from timm.models._pretrained import PretrainedCfg
 
-from .convert import get_format, load_and_convert
+from ._io import atomic_write
+from .convert import ConversionError, get_format, load_and_convert
 
 __all__ = ["get_cache_dir", "mirror_url", "download", "download_official", "official_file_url", "resolve_weights",
-           "convert_file", "DownloadError", "sha256_file"]
+           "convert_file", "DownloadError", "HashMismatchError", "sha256_file"]
 
 _logger = logging.getLogger(__name__)
 _CHUNK = 1 << 20
@@ -43,6 +48,10 @@ _CHUNK = 1 << 20
 
 class DownloadError(RuntimeError):
     pass
+
+
+class HashMismatchError(DownloadError):
+    """A downloaded file whose hash differs from the one its authors published (it is not kept)."""
 
 
 def get_cache_dir(cache_dir: Optional[Union[str, Path]] = None) -> Path:
@@ -65,6 +74,18 @@ def mirror_url(url: str) -> str:
     return out + (f"?{parts.query}" if parts.query else "")
 
 
+def _hash_file(path: Union[str, Path], md5: bool = True) -> Dict[str, str]:
+    """sha256 (and md5, which some releases publish instead) in one read."""
+    hashes = {"sha256": hashlib.sha256()}
+    if md5:
+        hashes["md5"] = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            for h in hashes.values():
+                h.update(chunk)
+    return {k: h.hexdigest() for k, h in hashes.items()}
+
+
 def sha256_file(path: Union[str, Path]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -73,15 +94,30 @@ def sha256_file(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
+def _published(sha256: Optional[str] = None, md5_prefix: Optional[str] = None) -> Dict[str, str]:
+    """{'sha256'|'md5': published hex digest or prefix}, lower case."""
+    return {k: v.lower() for k, v in (("sha256", sha256), ("md5", md5_prefix)) if v}
+
+
+def _published_spec(published: Mapping[str, str]) -> Optional[str]:
+    """'md5:b251726a': what a conversion records it was checked against (None: nothing published)."""
+    return ",".join(f"{k}:{v}" for k, v in sorted(published.items())) or None
+
+
+def _hash_mismatch(digests: Mapping[str, str], published: Mapping[str, str]) -> Optional[tuple]:
+    """(algorithm, expected, actual) of the first published hash `digests` do not start with, else None."""
+    for algo, expected in published.items():
+        if not digests[algo].startswith(expected):
+            return algo, expected, digests[algo]
+    return None
+
+
 def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
 def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=1, sort_keys=True).encode()))
 
 
 def _read_meta(path: Path) -> Optional[Dict[str, Any]]:
@@ -91,8 +127,9 @@ def _read_meta(path: Path) -> Optional[Dict[str, Any]]:
         return None
 
 
-def _verified(path: Path, **expect: Any) -> bool:
-    """The cached file exists, matches its recorded size and sha256, and its metadata matches `expect`."""
+def _verified(path: Path, published: Optional[Mapping[str, str]] = None, **expect: Any) -> bool:
+    """The cached file exists, matches its recorded size and sha256 (and the `published` hashes), and its
+    metadata matches `expect`."""
     meta = _read_meta(path)
     if meta is None or not path.is_file():
         return False
@@ -102,14 +139,21 @@ def _verified(path: Path, **expect: Any) -> bool:
         _logger.warning("%s has %d bytes, %s were recorded: fetching it again",
                         path, path.stat().st_size, meta.get("size"))
         return False
-    if sha256_file(path) != meta.get("sha256"):
+    digests = _hash_file(path, md5="md5" in (published or {}))
+    if digests["sha256"] != meta.get("sha256"):
         _logger.warning("%s does not match its recorded sha256: fetching it again", path)
+        return False
+    bad = _hash_mismatch(digests, published or {})
+    if bad is not None:
+        _logger.warning("%s has %s %s, but %s... is published: fetching it again", path, bad[0], bad[2], bad[1])
         return False
     return True
 
 
-def _fetch(url: str, dest: Path, progress: bool) -> str:
-    """Stream `url` into `dest` atomically; returns the sha256. Fails on a short or empty body."""
+def _fetch(url: str, dest: Path, progress: bool, published: Optional[Mapping[str, str]] = None,
+           official: Optional[str] = None) -> Dict[str, str]:
+    """Stream `url` into `dest` atomically; returns its sha256 and md5. Fails on a short or empty body, and
+    on a hash that differs from a `published` one (the file never reaches `dest`)."""
     from tqdm.auto import tqdm
 
     req = urllib.request.Request(url, headers={"User-Agent": "clzoo"})
@@ -119,62 +163,70 @@ def _fetch(url: str, dest: Path, progress: bool) -> str:
         raise DownloadError(f"could not download {url}: {e}") from None
     expected = response.headers.get("Content-Length")
     expected = int(expected) if expected is not None else None
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    h, size = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as f, response, tqdm(
-                total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                disable=not progress) as bar:
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except Exception as e:  # http.client.IncompleteRead and socket errors
-                    raise DownloadError(f"download of {url} broke off after {size} bytes: {e}") from None
-                if not chunk:
-                    break
-                f.write(chunk)
-                h.update(chunk)
-                size += len(chunk)
-                bar.update(len(chunk))
+    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with atomic_write(dest, suffix=".part") as tmp, open(tmp, "wb") as f, response, tqdm(
+            total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+            disable=not progress) as bar:
+        while True:
+            try:
+                chunk = response.read(_CHUNK)
+            except Exception as e:  # http.client.IncompleteRead and socket errors
+                raise DownloadError(f"download of {url} broke off after {size} bytes: {e}") from None
+            if not chunk:
+                break
+            f.write(chunk)
+            sha.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+            bar.update(len(chunk))
         if expected is not None and size != expected:
             raise DownloadError(f"download of {url} is truncated: got {size} of {expected} bytes")
         if size == 0:
             raise DownloadError(f"download of {url} is empty")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return h.hexdigest()
+        digests = {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
+        bad = _hash_mismatch(digests, published or {})
+        if bad is not None:
+            algo, want, got = bad
+            where = url if official in (None, url) else f"{url} (for {official})"
+            kind = f"{algo} prefix" if len(want) < len(got) else algo
+            raise HashMismatchError(
+                f"{where} has {algo} {got}, but its authors publish {kind} {want}: the download is corrupt or "
+                f"the server (check $CLZOO_MIRROR) serves another file; it was not kept. Download it again, fix "
+                f"the mirror, or pass a copy you trust: pretrained_cfg_overlay=dict(file=PATH)")
+    return digests
 
 
 def download(url: str, cache_dir: Optional[Union[str, Path]] = None, progress: bool = True,
-             sha256: Optional[str] = None, retries: int = 2) -> Path:
+             sha256: Optional[str] = None, retries: int = 2, md5_prefix: Optional[str] = None) -> Path:
     """The official file at `url` in the local cache, downloaded (and verified) if needed.
 
     The cache path mirrors the official URL (`downloads/<host>/<path>`), so a mirror and the
-    official server fill the same entry.
+    official server fill the same entry. `sha256` (a full digest or a prefix) and `md5_prefix` are the
+    hashes the authors publish, if any: a download that differs raises HashMismatchError and is not kept.
     """
     parts = urlsplit(url)
     dest = get_cache_dir(cache_dir) / "downloads" / parts.netloc / parts.path.lstrip("/")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    published = _published(sha256, md5_prefix)
     with FileLock(str(dest) + ".lock"):
-        if _verified(dest, url=url) and (sha256 is None or _read_meta(dest)["sha256"] == sha256):
+        if _verified(dest, published, url=url):
             return dest
         source = mirror_url(url)
         last_error: Optional[Exception] = None
         for attempt in range(retries + 1):
             try:
-                digest = _fetch(source, dest, progress)
+                digests = _fetch(source, dest, progress, published, official=url)
+            except HashMismatchError:
+                # a cached copy that failed the check above must not stay either
+                for stale in (dest, _meta_path(dest)):
+                    stale.unlink(missing_ok=True)
+                raise
             except DownloadError as e:
                 last_error = e
                 _logger.warning("%s (attempt %d of %d)", e, attempt + 1, retries + 1)
                 continue
-            if sha256 is not None and digest != sha256:
-                dest.unlink()
-                raise DownloadError(f"{source} has sha256 {digest}, expected {sha256}: the file is not "
-                                    "the official release (or the mirror serves another file)")
             _write_json_atomic(_meta_path(dest), dict(url=url, source=source, size=dest.stat().st_size,
-                                                      sha256=digest))
+                                                      published_hash=_published_spec(published), **digests))
             return dest
         raise DownloadError(f"{last_error}. Check the network, or set CLZOO_MIRROR to a mirror that serves "
                             f"{parts.path}, or pass the file: pretrained_cfg_overlay=dict(file=PATH)")
@@ -204,26 +256,21 @@ def official_file_url(name: str, url: str) -> str:
         f"model.safetensors`; or set CLZOO_MIRROR to a mirror that serves {urlsplit(file_url).path}.")
 
 
-def download_official(url: str, fmt, cache_dir=None, progress: bool = True, sha256: Optional[str] = None) -> Path:
-    """The official file at `url` (and the files released beside it, e.g. a TF data shard) in the cache."""
-    raw = download(url, cache_dir=cache_dir, progress=progress, sha256=sha256)
+def download_official(url: str, fmt, cache_dir=None, progress: bool = True, sha256: Optional[str] = None,
+                      md5_prefix: Optional[str] = None) -> Path:
+    """The official file at `url` (and the files released beside it, e.g. a TF data shard) in the cache,
+    checked against the hashes its authors publish (`sha256`, `md5_prefix`), if any."""
+    raw = download(url, cache_dir=cache_dir, progress=progress, sha256=sha256, md5_prefix=md5_prefix)
     for companion in fmt.companion_urls(url) if fmt.companion_urls else ():
         download(companion, cache_dir=cache_dir, progress=progress)
     return raw
 
 
 def _save_converted(state_dict: Dict[str, torch.Tensor], out: Path, **meta: Any) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().contiguous() for k, v in state_dict.items()}
-        save_file(tensors, tmp, metadata={"format": "pt", "converted_by": "clzoo",
-                                          "source_format": str(meta.get("format"))})
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    tensors = {k: v.detach().contiguous() for k, v in state_dict.items()}
+    with atomic_write(out) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "converted_by": "clzoo",
+                                               "source_format": str(meta.get("format"))})
     _write_json_atomic(_meta_path(out), dict(meta, size=out.stat().st_size, sha256=sha256_file(out)))
     return out
 
@@ -245,13 +292,47 @@ def _is_timm_safetensors(path: Path) -> bool:
     return path.suffix == ".safetensors"
 
 
-def _convert_cached(raw: Path, fmt: str, out: Path, **identity: Any) -> Path:
+def _entries_in_layout(name: str, layout: str) -> List[str]:
+    """Entries released in format `layout`: of `name`'s architecture, else of the same backbone (the name
+    after the method: `barlowtwins_resnet50` -> `dino_resnet50`), else all of them."""
+    from ._registry import _weights
+
+    arch = name.split(".")[0]
+    entries = sorted(n for n, i in _weights.items() if "." in n and i.weights_format == layout)
+    for same in (lambda a: a == arch, lambda a: a.split("_", 1)[-1] == arch.split("_", 1)[-1]):
+        close = [n for n in entries if same(n.split(".")[0])]
+        if close:
+            return close
+    return entries
+
+
+def _load_and_convert_entry(raw: Path, fmt_obj, name: Optional[str]) -> Dict[str, torch.Tensor]:
+    """`load_and_convert` for the file of entry `name`: a full training checkpoint is read through its
+    backbone only if `name`'s own release has that layout (DINO's full file for a DINO entry, not for a
+    Barlow Twins one); a file of another known layout is refused naming the entry that reads it."""
+    from ._registry import _weights
+
+    if name is None:
+        return load_and_convert(raw, fmt_obj)
+    arch = name.split(".")[0]
+    own = {i.weights_format for n, i in _weights.items() if n.split(".")[0] == arch}
+    try:
+        return load_and_convert(raw, fmt_obj, full_layouts=[f for f in fmt_obj.full_layouts if f in own])
+    except ConversionError as e:
+        entries = _entries_in_layout(name, e.layout) if e.layout else []
+        if not entries:
+            raise
+        raise ConversionError(f"{raw.name}: {e.what}: use {' or '.join(f'`{n}`' for n in entries[:3])}",
+                              layout=e.layout, what=e.what) from None
+
+
+def _convert_cached(raw: Path, fmt: str, out: Path, entry: Optional[str] = None, **identity: Any) -> Path:
     fmt_obj = get_format(fmt)
     with FileLock(str(out) + ".lock"):
         if _verified(out, format=fmt, format_version=fmt_obj.version, **identity):
             return out
         _logger.info("converting %s (%s format) to %s", raw, fmt, out)
-        return _save_converted(load_and_convert(raw, fmt_obj), out, format=fmt,
+        return _save_converted(_load_and_convert_entry(raw, fmt_obj, entry), out, format=fmt,
                                format_version=fmt_obj.version, **identity)
 
 
@@ -272,7 +353,8 @@ def resolve_weights(cfg: PretrainedCfg, weights_format: Optional[str], name: str
         if _is_timm_safetensors(path):
             return cfg
         out = cache / "converted" / "local" / f"{name}-{_local_file_key(path)}.safetensors"
-        return dataclasses.replace(cfg, file=str(_convert_cached(path, fmt, out, source=str(path.resolve()))))
+        return dataclasses.replace(cfg, file=str(_convert_cached(path, fmt, out, entry=name,
+                                                                        source=str(path.resolve()))))
 
     if cfg.hf_hub_id:
         try:
@@ -290,14 +372,18 @@ def resolve_weights(cfg: PretrainedCfg, weights_format: Optional[str], name: str
     if cfg.url:
         url = official_file_url(name, cfg.url[0] if isinstance(cfg.url, (tuple, list)) else cfg.url)
         from ._registry import _weights
-        expected_sha = _weights[name].sha256 if name in _weights else None
+        info = _weights.get(name)
+        sha256, md5_prefix = (info.sha256, info.md5_prefix) if info is not None else (None, None)
+        # a conversion is reused only if it was made from a download checked against today's published hash
+        identity = dict(source=url, published_hash=_published_spec(_published(sha256, md5_prefix)))
         out = cache / "converted" / f"{name}.safetensors"
         fmt_obj = get_format(fmt)
         with FileLock(str(out) + ".lock"):
-            if _verified(out, format=fmt, format_version=fmt_obj.version, source=url):
+            if _verified(out, format=fmt, format_version=fmt_obj.version, **identity):
                 return dataclasses.replace(cfg, file=str(out))
-        raw = download_official(url, fmt_obj, cache_dir=cache, progress=progress, sha256=expected_sha)
-        return dataclasses.replace(cfg, file=str(_convert_cached(raw, fmt, out, source=url)))
+        raw = download_official(url, fmt_obj, cache_dir=cache, progress=progress, sha256=sha256,
+                                md5_prefix=md5_prefix)
+        return dataclasses.replace(cfg, file=str(_convert_cached(raw, fmt, out, entry=name, **identity)))
 
     raise NoPretrainedWeightsError(
         f"{name} has no pretrained weights registered (no official release is known for it). Use "

@@ -28,7 +28,7 @@ __all__ = [
     "Metric", "MethodInfo", "WeightsInfo", "UnknownModelError", "NoPretrainedWeightsError", "ManualDownloadError",
     "register_cfgs", "register_method", "register_alias", "resolve_name", "list_models",
     "list_pretrained", "get_pretrained_cfg", "get_weights_info", "get_method_info", "model_info",
-    "list_aliases", "is_clzoo_model",
+    "list_aliases", "is_clzoo_model", "hash_check",
 ]
 
 
@@ -76,8 +76,12 @@ class WeightsInfo:
     batch_size: Optional[int] = None
     recipe: str = ""  # one line: optimizer, lr, schedule, augmentations
     metrics: Tuple[Metric, ...] = ()
-    sha256: Optional[str] = None  # of the official file, where known
-    md5_prefix: Optional[str] = None  # as printed in some official READMEs (MoCo)
+    # Hashes of the official file that its authors publish (never computed here: a hash recorded from
+    # our own download would only prove that the next download equals the first). Every download is
+    # checked against them. sha256: a full digest or a prefix (torch.hub's `name-<prefix>.ext`);
+    # md5_prefix: as MoCo's README prints it.
+    sha256: Optional[str] = None
+    md5_prefix: Optional[str] = None
     notes: str = ""
     # The official file's name when `url` is a shared folder with no published per-file link (the
     # CMC and PyContrast Dropbox folders): it cannot be fetched, only named to the user (or mirrored).
@@ -93,6 +97,27 @@ _aliases: Dict[str, str] = {}  # alias -> clzoo 'arch[.tag]'
 
 # Fields of clzoo's cfg records that belong to WeightsInfo rather than timm's PretrainedCfg.
 _INFO_FIELDS = {f.name for f in dataclasses.fields(WeightsInfo)} - {"name"}
+# field -> the longest digest; a published prefix has at least 8 hex digits (torch.hub's check_hash uses 8+)
+HASH_FIELDS = {"sha256": 64, "md5_prefix": 32}
+
+
+def _check_hashes(name: str, info: Dict[str, Any]) -> None:
+    for fld, longest in HASH_FIELDS.items():
+        value = info.get(fld)
+        if value is not None and not re.fullmatch(f"[0-9a-f]{{8,{longest}}}", value):
+            raise ValueError(f"cfg {name}: {fld}={value!r} is not a lower-case hex digest or prefix "
+                             f"(8 to {longest} digits)")
+
+
+def hash_check(name: str) -> Optional[str]:
+    """How the download of an entry's official file is checked: against a hash its authors publish, or
+    only against the sha256 recorded when clzoo first downloaded it (None: nothing is downloaded)."""
+    info, cfg = get_weights_info(name), get_pretrained_cfg(name)
+    if info.sha256:
+        return f"published sha256 {'prefix ' if len(info.sha256) < 64 else ''}{info.sha256}"
+    if info.md5_prefix:
+        return f"published md5 prefix {info.md5_prefix}"
+    return "recorded on first download" if cfg.url else None
 
 
 def register_method(key: str, info: MethodInfo) -> None:
@@ -120,6 +145,7 @@ def register_cfgs(cfgs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
             raise ValueError(f"cfg {name} has no method")
         if info["method"] not in _methods:
             raise ValueError(f"cfg {name}: unknown method {info['method']!r}; register_method first")
+        _check_hashes(name, info)
         _weights[clean] = WeightsInfo(name=clean, **info)
         _archs[arch] = info["method"]
         timm_cfgs[name] = PretrainedCfg(**record)
@@ -272,6 +298,7 @@ def model_info(name: str) -> Dict[str, Any]:
         "weights": {
             "url": cfg.url, "hf_hub_id": cfg.hf_hub_id, "format": info.weights_format,
             "has_weights": bool(cfg.has_weights), "sha256": info.sha256, "md5_prefix": info.md5_prefix,
+            "hash": hash_check(full), "hash_published": bool(info.sha256 or info.md5_prefix),
             "folder_file": info.folder_file,
         },
         "training": {"dataset": info.dataset, "epochs": info.epochs, "batch_size": info.batch_size,

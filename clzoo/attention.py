@@ -20,6 +20,8 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from ._io import atomic_write
+
 __all__ = ["attention_maps", "attention_rollout", "attention_masks", "save_attention_figure"]
 
 
@@ -157,6 +159,6 @@ def save_attention_figure(path: Union[str, Path], image: torch.Tensor, maps: tor
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    # matplotlib reads the format from the name, which the temp file does not carry
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower() or None))
     return path

@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
+from ._io import atomic_write
+
 __all__ = ["CARDS_DIR", "BIBTEX", "bibtex", "hub_license", "render_card", "render_run_card", "RunDir",
            "read_run_dir", "write_cards", "check_cards"]
 
@@ -520,7 +522,7 @@ def write_cards(out_dir: Union[str, Path] = CARDS_DIR) -> List[str]:
         path = out_dir / fname
         data = text.encode("utf-8")
         if not path.is_file() or path.read_bytes() != data:
-            path.write_bytes(data)
+            atomic_write(path, lambda f, data=data: f.write(data))
             changed.append(fname)
     for path in sorted(out_dir.glob("*.md")):
         if path.name not in expected:

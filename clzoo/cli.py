@@ -88,6 +88,7 @@ def _cmd_info(args) -> int:
     w = info["weights"]
     print(f"  weights:   {w['url'] or '-'}" + (f"  (hub: {w['hf_hub_id']})" if w["hf_hub_id"] else ""))
     print(f"  format:    {w['format'] or '-'}")
+    print(f"  hash:      {w['hash'] or '-'}")
     t = info["training"]
     print(f"  training:  {t['epochs'] or '?'} epochs, batch {t['batch_size'] or '?'} on {t['dataset']}")
     if t["recipe"]:

@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from ._io import atomic_write
+
 __all__ = ["load_encoder", "data_config", "eval_transform", "list_images", "pooled_embedding",
            "extract_features", "load_features", "Embeddings", "SimpleFeaturePyramid"]
 
@@ -217,10 +219,8 @@ class Embeddings:
                 raise ValueError("file names with a line break cannot be stored")
             tensors["names"] = torch.frombuffer(bytearray("\n".join(self.names).encode()), dtype=torch.uint8)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in self.metadata.items()})
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            save_file(tensors, str(tmp), metadata={k: str(v) for k, v in self.metadata.items()})
         return path
 
 
@@ -350,7 +350,7 @@ def _extract_resumable(model, items, names, meta, out: Path, batch_size, num_wor
             for p in parts.glob("*"):
                 p.unlink()
     parts.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(identity, indent=1))
+    atomic_write(manifest, lambda f: f.write(json.dumps(identity, indent=1).encode()))
 
     feats, labels = [], []
     for start in range(0, n, chunk_size):
@@ -363,9 +363,8 @@ def _extract_resumable(model, items, names, meta, out: Path, batch_size, num_wor
             f, y = _embed_range(model, items, list(range(start, stop)), batch_size, num_workers, forward_fn,
                                 device, bar)
             saved = {"features": f.contiguous(), "labels": y.contiguous()}
-            tmp = part.with_name(part.name + ".tmp")
-            save_file(saved, str(tmp))
-            os.replace(tmp, part)
+            with atomic_write(part) as tmp:
+                save_file(saved, str(tmp))
         feats.append(saved["features"])
         labels.append(saved["labels"])
     return torch.cat(feats), torch.cat(labels)

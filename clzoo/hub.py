@@ -23,6 +23,8 @@ from typing import Any, Dict, Optional, Union
 
 import torch.nn as nn
 
+from ._io import atomic_write
+
 __all__ = ["push_to_hub", "save_for_hub", "HubError"]
 
 _WEIGHTS = "model.safetensors"
@@ -39,7 +41,16 @@ def _write_config(path: Path, config: Dict[str, Any], clzoo_meta: Dict[str, Any]
     # the licence of these weights, not the one timm's default cfg of the architecture names
     pretrained_cfg = {k: v for k, v in config["pretrained_cfg"].items() if k != "license"}
     config["pretrained_cfg"] = dict(pretrained_cfg, license=license) if license else pretrained_cfg
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    _write_text(path, json.dumps(config, indent=2) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _copy(src: Path, dst: Path) -> None:
+    with atomic_write(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def _save_model(model: nn.Module, folder: Path) -> Dict[str, Any]:
@@ -48,7 +59,15 @@ def _save_model(model: nn.Module, folder: Path) -> Dict[str, Any]:
     if not isinstance(getattr(model, "pretrained_cfg", None), dict):
         raise TypeError(f"{type(model).__name__} is not a timm model (no pretrained_cfg); create it with "
                         "clzoo.create_model or timm.create_model")
-    save_for_hf(model, folder, safe_serialization=True)
+    # timm writes in place: stage its files in the folder, then move each one in durably
+    stage = Path(tempfile.mkdtemp(dir=folder, prefix=".save_for_hf."))
+    try:
+        save_for_hf(model, stage, safe_serialization=True)
+        for src in sorted(stage.iterdir()):
+            with atomic_write(folder / src.name) as tmp:
+                os.replace(src, tmp)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return json.loads((folder / "config.json").read_text())
 
 
@@ -70,16 +89,16 @@ def _save_run_dir(run_dir: Path, folder: Path, repo_id: Optional[str], license: 
                          "defines it first")
     # the folder must load as it will from the Hub: a broken export fails here, not for the users of the repo
     timm.create_model(f"local-dir:{run_dir}", pretrained=True)
-    shutil.copyfile(run_dir / _WEIGHTS, folder / _WEIGHTS)
+    _copy(run_dir / _WEIGHTS, folder / _WEIGHTS)
     for name in (run.training_config_file, "results.json" if run.results else None):
         if name:
-            shutil.copyfile(run_dir / name, folder / name)
+            _copy(run_dir / name, folder / name)
     if license is None and run.initialised_from:
         license = get_pretrained_cfg(run.initialised_from).license
     meta = {"source": "training run", "method": run.method, "training_config": run.training_config,
             "results": run.results}
     _write_config(folder / "config.json", run.config, meta, license)
-    (folder / "README.md").write_text(render_run_card(run, repo_id, license), encoding="utf-8")
+    _write_text(folder / "README.md", render_run_card(run, repo_id, license))
 
 
 def save_for_hub(source: Union[str, Path, nn.Module], folder: Union[str, Path], repo_id: Optional[str] = None,
@@ -100,7 +119,7 @@ def save_for_hub(source: Union[str, Path, nn.Module], folder: Union[str, Path], 
     if isinstance(source, nn.Module):
         config = _save_model(source, folder)
         _write_config(folder / "config.json", config, {"source": "model"}, license)
-        (folder / "README.md").write_text(render_run_card(read_run_dir(folder), repo_id, license), encoding="utf-8")
+        _write_text(folder / "README.md", render_run_card(read_run_dir(folder), repo_id, license))
         return folder
     source = str(source)
     if source.startswith("local-dir:") or Path(source).is_dir():
@@ -116,7 +135,7 @@ def save_for_hub(source: Union[str, Path, nn.Module], folder: Union[str, Path], 
     model = create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
     config = _save_model(model, folder)
     _write_config(folder / "config.json", config, {"source": "entry", "entry": info}, info["license"])
-    (folder / "README.md").write_text(render_card(name, repo_id), encoding="utf-8")
+    _write_text(folder / "README.md", render_card(name, repo_id))
     return folder
 
 

@@ -364,7 +364,8 @@ def load_pretraining_checkpoint(name: str, file: Optional[Union[str, Path]] = No
         if not url:
             raise NoHeadsError(f"{full} has no official URL; pass the downloaded file: "
                                f"load_pretraining_checkpoint({full!r}, file=PATH)")
-        file = download_official(official_file_url(full, url), fmt, cache_dir=cache_dir, progress=progress, sha256=info.sha256)
+        file = download_official(official_file_url(full, url), fmt, cache_dir=cache_dir, progress=progress,
+                                 sha256=info.sha256, md5_prefix=info.md5_prefix)
     path = Path(file)
     obj = fmt.load_fn(path) if fmt.load_fn is not None else load_checkpoint_file(path, fmt.stub_globals)
     if fmt_name == "byol_haiku":

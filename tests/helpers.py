@@ -358,3 +358,16 @@ def byol_pickle(path, online_params, online_state, target_params=None, target_st
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
+
+
+class MeanLinear(torch.nn.Module):
+    """A tiny encoder whose output the tests compute by hand: the per-channel mean of the image through one
+    Linear (features = mean_hw(x) W^T + b)."""
+
+    def __init__(self, out_dim: int = 6):
+        super().__init__()
+        self.num_features = out_dim
+        self.fc = torch.nn.Linear(3, out_dim)
+
+    def forward(self, x):
+        return self.fc(x.mean((2, 3)))

@@ -3,8 +3,6 @@ protocol schedules, and both scripts end to end on generated ImageFolder trees a
 import json
 import math
 import os
-import sys
-import types
 
 import pytest
 import timm
@@ -202,40 +200,41 @@ def test_eval_linear_dino_protocol_with_augmentation_on_a_run_dir(folder, tmp_pa
     assert result["augment"] is True and result["lr"] == pytest.approx(0.001 * 12 / 256)
 
 
-def test_synthetic_data_goes_through_the_trainer_contract(monkeypatch, tmp_path, resnet_weights):
-    """`--data synthetic` asks training.data.build_dataset(spec, split, image_size, seed, transform=...)
-    for uint8 (3, S, S) images; a stand-in with that contract checks the hook-up until the trainer lands."""
-    calls = []
-
-    class Fake(torch.utils.data.Dataset):
-        def __init__(self, split, size, transform):
-            g = torch.Generator().manual_seed(int(split == "test"))
-            self.x = torch.randint(0, 256, (10, 3, size, size), dtype=torch.uint8, generator=g)
-            self.targets = torch.arange(10) % 2
-            self.transform = transform
-
-        def __len__(self):
-            return 10
-
-        def __getitem__(self, i):
-            return self.transform(self.x[i]), int(self.targets[i])
-
-    def build_dataset(spec, split="train", image_size=224, seed=0, *, num_samples=None, transform=None):
-        calls.append((spec, split, image_size, seed))
-        return Fake(split, image_size, transform)
-
-    monkeypatch.setitem(sys.modules, "training.data", types.SimpleNamespace(build_dataset=build_dataset))
+def test_synthetic_data_goes_through_the_trainer_contract(tmp_path, resnet_weights):
+    """`--data synthetic` on the real training.data: the split eval_knn embeds is the seeded subset (randperm of
+    the split, seed + 1 for test) of the synthetic train / test images rendered at the model's 32 px with seed 0,
+    as uint8 (3, 32, 32) tensors through timm's eval transform (the PIL route, as for an ImageFolder); the
+    shape labels. Checked against images rendered here with training.data.synthetic.render / labels and the
+    transform applied to PIL images, then the kNN top-1 (k = 1, 5, 20) against the hand kNN over a plain forward."""
+    from clzoo.features import eval_transform
+    from training.data.synthetic import CLASSES, labels, render
+    from training.eval_common import load_split
     path, model = resnet_weights
-    result = eval_knn.main(["--model", "resnet18", "--weights", str(path), "--img-size", "32", "--data", "synthetic",
-                            "--k", "3", "--out", str(tmp_path), "--workers", "0"])
-    assert calls == [("synthetic", "train", 32, 0), ("synthetic", "test", 32, 0)]
-    tf = create_transform(**timm.data.resolve_model_data_config(model) | {"input_size": (3, 32, 32)})
+    cfg = timm.data.resolve_model_data_config(model) | {"input_size": (3, 32, 32)}  # --img-size 32
+    tf = create_transform(**cfg)
     to_pil = lambda x: Image.fromarray(x.permute(1, 2, 0).numpy())  # noqa: E731
+    n = {"train": 100, "test": 50}
+    expected = {}
+    for split, size in (("train", 10_000), ("test", 2_000)):  # the synthetic splits' sizes
+        g = torch.Generator().manual_seed(0 + (split == "test"))  # --seed 0
+        idx = torch.randperm(size, generator=g)[:n[split]].sort().values
+        images = render(idx, 32, seed=0, split=split)
+        assert images.dtype == torch.uint8 and images.shape == (n[split], 3, 32, 32)
+        x = torch.stack([tf(to_pil(im)) for im in images])
+        expected[split] = x, labels(idx, 0, split)
+        ds = load_split("synthetic", split, eval_transform(cfg), 32, 0, n[split])  # as eval_knn.main does
+        assert len(ds) == n[split] and torch.equal(torch.as_tensor(ds.targets), expected[split][1])
+        got = torch.stack([ds[i][0] for i in range(len(ds))])
+        assert torch.allclose(got, x) and [ds[i][1] for i in range(len(ds))] == expected[split][1].tolist()
+    result = eval_knn.main(["--model", "resnet18", "--weights", str(path), "--img-size", "32", "--data", "synthetic",
+                            "--k", "1", "5", "20", "--report-k", "5", "--train-samples", "100", "--test-samples", "50",
+                            "--out", str(tmp_path), "--workers", "0"])
     with torch.no_grad():
-        bank = model(torch.stack([tf(to_pil(x)) for x in Fake("train", 32, None).x]))
-        test = model(torch.stack([tf(to_pil(x)) for x in Fake("test", 32, None).x]))
-    expected = hand_knn_top1(bank, torch.arange(10) % 2, test, torch.arange(10) % 2, 3, 0.07, 2)
-    assert result["top1"] == pytest.approx(expected, abs=1e-6) and result["num_classes"] == 2
+        bank, test = model(expected["train"][0]), model(expected["test"][0])
+    for k in (1, 5, 20):
+        top1 = hand_knn_top1(bank, expected["train"][1], test, expected["test"][1], k, 0.07, len(CLASSES))
+        assert result["top1_per_k"][str(k)] == pytest.approx(top1, abs=1e-6), k
+    assert result["num_classes"] == len(CLASSES) and (result["num_train"], result["num_test"]) == (100, 50)
 
 
 def test_eval_knn_synthetic_nuisance_target(resnet_weights, tmp_path):

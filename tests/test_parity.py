@@ -542,3 +542,45 @@ def test_folder_only_release_names_the_file_and_comes_from_a_mirror(files, mirro
     assert mirror.requests[path] == 1
     with torch.no_grad():
         assert max_diff(model(rgb()), built("cmc_lab").reference(rgb())) <= TOL
+
+
+# ---------------------------------------------------------------------------------------------
+# full training checkpoints handed in for the backbone file (and the reverse)
+
+FULL_AS_BACKBONE = [  # (file of case, backbone entry, kwargs): the released backbone is the teacher / module.backbone
+    ("dino_full_vit", "dino_vits16", VIT),
+    ("dino_full_resnet50", "dino_resnet50.in1k", {}),
+    ("barlowtwins_full", "barlowtwins_resnet50", {}),
+]
+
+
+@pytest.mark.parametrize("case_id,entry,kwargs", FULL_AS_BACKBONE, ids=[f[0] for f in FULL_AS_BACKBONE])
+def test_full_training_checkpoint_loads_its_backbone_into_the_backbone_entry(case_id, entry, kwargs, files,
+                                                                             clzoo_home):
+    """DINO: "the weights from the backbone only files are from the teacher" (facebookresearch/dino#44);
+    Barlow Twins saves resnet50.pth as model.module.backbone. The student (another network in the file)
+    would give other features."""
+    case = built(case_id)
+    model = clzoo.create_model(entry, pretrained=True, pretrained_cfg_overlay=dict(file=str(files(case_id))),
+                               **kwargs).eval()
+    with torch.no_grad():
+        assert max_diff(model(rgb()), case.reference(rgb())) <= TOL
+
+
+OTHER_LAYOUT = [  # (file of case, loaded as entry, kwargs, the entry the message must name)
+    ("dino_full_resnet50", "barlowtwins_resnet50.1000ep", {}, "dino_resnet50.in1k_full"),  # another release
+    ("dino_full_resnet50", "swav_resnet50.800ep", {}, "dino_resnet50.in1k_full"),
+    ("barlowtwins_full", "dino_resnet50.in1k", {}, "barlowtwins_resnet50.1000ep_full"),
+    ("dino_full_vit", "mocov3_vits16.300ep", VIT, "dino_vits16.in1k_full"),
+    ("dino_backbone_vit", "dino_vits16.in1k_full", VIT, "dino_vits16.in1k"),  # the reverse: backbone for full
+    ("barlowtwins_backbone", "barlowtwins_resnet50.1000ep_full", {}, "barlowtwins_resnet50.1000ep"),
+]
+
+
+@pytest.mark.parametrize("case_id,entry,kwargs,right", OTHER_LAYOUT, ids=[f"{o[0]}-as-{o[1]}" for o in OTHER_LAYOUT])
+def test_file_of_a_known_other_layout_names_the_entry_that_reads_it(case_id, entry, kwargs, right, files, clzoo_home):
+    with pytest.raises(ConversionError) as e:
+        clzoo.create_model(entry, pretrained=True, pretrained_cfg_overlay=dict(file=str(files(case_id))), **kwargs)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.endswith(f"use `{right}`"), msg
+    assert ("full training checkpoint" if "full" in case_id else "a backbone-only file") in msg, msg

@@ -1,5 +1,6 @@
 """pretrained=True end to end, offline: a mirror on 127.0.0.1 serving files in the official layouts."""
 import argparse
+import dataclasses
 import json
 import os
 
@@ -35,6 +36,15 @@ def moco_checkpoint(seed=0):
 @pytest.fixture(scope="module")
 def moco():
     return moco_checkpoint()
+
+
+@pytest.fixture(autouse=True)
+def no_published_hashes(monkeypatch):
+    """The mirror here serves generated files, which cannot have the md5 MoCo's README publishes; the check
+    against published hashes has its own tests (test_hashes.py)."""
+    for name, info in list(_weights.items()):
+        if info.md5_prefix or info.sha256:
+            monkeypatch.setitem(_weights, name, dataclasses.replace(info, md5_prefix=None, sha256=None))
 
 
 def outputs(model, seed=1):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -13,6 +12,7 @@ import torch
 import torch.nn as nn
 
 import clzoo
+from clzoo._io import atomic_write, write_json  # noqa: F401  (write_json: for the eval scripts)
 from clzoo.cli import add_encoder_args, load_encoder_from_args
 from clzoo.features import data_config, extract_features, pooled_embedding
 
@@ -147,14 +147,6 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
     return torch.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def write_json(path: Path, result: Dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
 def save_report(path: Path, title: str, x: Sequence[float], curves: Dict[str, Sequence[float]], xlabel: str,
                 confusion: torch.Tensor, names: Sequence[str], confusion_title: str, xlog: bool = False) -> Path:
     """Two panels: accuracy curve(s) over `x`, and a row-normalised confusion matrix."""
@@ -191,9 +183,7 @@ def save_report(path: Path, title: str, x: Sequence[float], curves: Dict[str, Se
     ax.set_title(confusion_title, fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower() or None))
 
 
 def model_description(args) -> Dict[str, Optional[str]]:

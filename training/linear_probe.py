@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from clzoo.knn import knn_accuracy
 from training.data import build_dataset
-from training.monitor import extract_features
+from training.monitor import eval_view, extract_features
 
 
 def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, steps: int = 100) -> torch.nn.Linear:
@@ -77,8 +77,10 @@ def main(argv=None) -> dict:
     else:
         import clzoo
         model = clzoo.create_model(args.model, pretrained=not args.random_init)
-        trx, try_ = extract_features(model, train_set, args.image_size, max_samples=args.train_samples)
-        tex, tey = extract_features(model, test_set, args.image_size, max_samples=args.test_samples)
+        trx, try_ = extract_features(model, eval_view(train_set, args.image_size, args.data),
+                                     max_samples=args.train_samples)
+        tex, tey = extract_features(model, eval_view(test_set, args.image_size, args.data),
+                                    max_samples=args.test_samples)
     out = linear_probe(trx, try_, tex, tey)
     out["knn_top1"] = knn_accuracy(trx, try_, tex, tey, k=20, temperature=0.07)
     print(json.dumps(out))

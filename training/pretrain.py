@@ -31,7 +31,9 @@ import numpy as np
 import torch
 import yaml
 
-from training.checkpoint import export_backbone, load_checkpoint, save_checkpoint, write_json
+from clzoo import UnsafeCheckpointError
+from clzoo._io import atomic_write, write_json
+from training.checkpoint import check_resumable, export_backbone, load_checkpoint, load_state, save_checkpoint
 from training.config import ConfigError, load_config
 from training.data import SkipUnreadable, build_dataset, collate
 from training.data.rng import generator, hash64
@@ -39,7 +41,7 @@ from training.data.transforms import build_views
 from training.methods import TrainInfo, build_method, method_class
 from training.modules.optim import (build_optimizer, clip_gradients_per_param, cosine_schedule, scaled_lr,
                                     step_schedule)
-from training.monitor import knn_eval
+from training.monitor import eval_data_config, eval_view, knn_eval
 
 
 class NonFiniteLoss(RuntimeError):
@@ -158,11 +160,13 @@ class Metrics:
         kept = []
         if resume_step is not None and os.path.exists(self.path):  # drop steps after the checkpoint
             with open(self.path) as f:
-                kept = [line for line in f if json.loads(line).get("step", 0) <= resume_step]
-        with open(self.path, "w") as f:
-            f.writelines(kept)
+                kept = [line for line in f if line.endswith("\n") and json.loads(line).get("step", 0) <= resume_step]
+        atomic_write(self.path, lambda f: f.write("".join(kept).encode()))
         from torch.utils.tensorboard import SummaryWriter
-        self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+        # purge_step: TensorBoard drops the events a killed run wrote after its checkpoint, so a resumed
+        # run's curves have no duplicate steps.
+        self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"),
+                                purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, record: dict) -> None:
         if not self.enabled:
@@ -180,6 +184,62 @@ class Metrics:
 
 def _float(v) -> float:
     return float(v.detach().float().mean()) if torch.is_tensor(v) else float(v)
+
+
+def make_optimizer(cfg: dict, method: torch.nn.Module) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the method's parameter groups (weight-decay / LARS exclusions, fixed-lr
+    predictor); lr and weight decay are set per step by `optimizer_step`."""
+    return build_optimizer(method.param_groups(), cfg["optimizer"], cfg["weight_decay"], cfg["momentum"],
+                           cfg["betas"], cfg["lars_eta"])
+
+
+class Schedule:
+    """Per-step learning rate and weight decay of a run, and the fixed peak lr (SimSiam's predictor)."""
+
+    def __init__(self, cfg: dict, total_steps: int, steps_per_epoch: int):
+        self.lr, self.wd = schedules(cfg, total_steps, steps_per_epoch)
+        self.peak_lr = scaled_lr(cfg["lr"], cfg["batch_size"], cfg["lr_scaling"])
+
+
+def optimizer_step(accelerator, method, optimizer, micro_batches, step: int, cfg: dict,
+                   schedule: Schedule) -> tuple[torch.Tensor, dict]:
+    """One optimizer step of the trainer, as every method takes it: forward + backward of each micro-batch
+    of views (gradients averaged; DDP syncs on the last), the mean loss over processes (NonFiniteLoss before
+    anything is applied), this step's lr / weight decay per group, the method's before-step hook (frozen
+    layers, DINO's last layer), gradient clipping, the update, and the method's after-step hook (EMA, queue,
+    bank, center). `micro_batches`: an iterable of the `views(...)` batches, of length cfg["grad_accum"].
+    The step-parity tests call this with the official trainers' views."""
+    raw = accelerator.unwrap_model(method)
+    A = cfg["grad_accum"]
+    logs_acc: dict = {}
+    loss_sum = torch.zeros((), device=accelerator.device)
+    for a, batch in enumerate(micro_batches):
+        sync = accelerator.no_sync(method) if a < A - 1 else contextlib.nullcontext()
+        with sync:
+            with accelerator.autocast():
+                loss, logs = method(batch, step)
+            accelerator.backward(loss / A)
+        loss_sum = loss_sum + loss.detach().float() / A
+        for k, v in logs.items():
+            logs_acc[k] = logs_acc.get(k, 0.0) + _float(v) / A
+    loss_mean = accelerator.reduce(loss_sum, "mean")
+    if not torch.isfinite(loss_mean):
+        raise NonFiniteLoss(f"loss is {loss_mean.item()}")
+    for g in optimizer.param_groups:
+        # plain floats: a checkpoint holds no numpy objects (weights_only loading)
+        g["lr"] = float((schedule.peak_lr if g["fixed_lr"] else schedule.lr[step]) * g["lr_scale"])
+        g["weight_decay"] = float(schedule.wd[step] * g["wd_scale"])
+    if hasattr(raw, "before_optimizer_step"):
+        raw.before_optimizer_step(step)
+    if cfg["clip_grad"] and cfg["clip_grad_mode"] == "per_param":  # DINO's clip_gradients
+        accelerator.unscale_gradients()
+        clip_gradients_per_param(method.parameters(), cfg["clip_grad"])
+    elif cfg["clip_grad"]:
+        accelerator.clip_grad_norm_(method.parameters(), cfg["clip_grad"])
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    raw.after_optimizer_step(step)
+    return loss_mean, logs_acc
 
 
 def train(cfg: dict) -> dict:
@@ -203,16 +263,13 @@ def train(cfg: dict) -> dict:
         raise ConfigError(f"batch_size {N} must be divisible by grad_accum x processes = {A * world}")
 
     run_dir = cfg["output"]
-    resume = load_checkpoint(cfg["resume"]) if cfg["resume"] else None
+    resume = load_checkpoint(cfg["resume"], log) if cfg["resume"] else None
     if resume is not None:
-        for key in ("method", "model", "batch_size", "seed", "image_size", "data", "grad_accum"):
-            if resume["config"][key] != cfg[key]:
-                raise ConfigError(f"--resume: {key} is {cfg[key]!r} but the checkpoint was trained with "
-                                  f"{resume['config'][key]!r}")
+        check_resumable(resume["config"], cfg)
     if accelerator.is_main_process:
         os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "run_config.yaml"), "w") as f:
-            yaml.safe_dump(cfg, f, sort_keys=False)
+        atomic_write(os.path.join(run_dir, "run_config.yaml"),
+                     lambda f: f.write(yaml.safe_dump(cfg, sort_keys=False).encode()))
 
     # Data, model, method, optimizer.
     data_args = dict(cfg["data_args"])
@@ -235,14 +292,13 @@ def train(cfg: dict) -> dict:
     method = initial_method(cfg, info, log, resuming=resume is not None)
     if cfg["sync_bn"] and device.type == "cuda" and world > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    optimizer = build_optimizer(method.param_groups(), cfg["optimizer"], cfg["weight_decay"], cfg["momentum"],
-                                cfg["betas"], cfg["lars_eta"])
-    lrs, wds = schedules(cfg, total_steps, steps_per_epoch)
-    peak_lr = scaled_lr(cfg["lr"], N, cfg["lr_scaling"])  # groups with fixed_lr (SimSiam's predictor)
+    optimizer = make_optimizer(cfg, method)
+    schedule = Schedule(cfg, total_steps, steps_per_epoch)
+    lrs, wds = schedule.lr, schedule.wd
     start_step = 0
     if resume is not None:
-        method.load_state_dict(resume["method"])
-        optimizer.load_state_dict(resume["optimizer"])
+        load_state(method, resume["method"], "method", cfg["resume"])
+        load_state(optimizer, resume["optimizer"], "optimizer", cfg["resume"])
         start_step = resume["step"]
     # The whole method goes to DDP (as MoCo's official code does): frozen EMA copies have no gradient, so
     # DDP neither syncs nor complains; buffers (queues, banks) stay per process and are kept identical by
@@ -260,13 +316,16 @@ def train(cfg: dict) -> dict:
     knn_every = knn_cfg.pop("every")
 
     knn_seconds = [0.0]
+    # The monitor sees the pixels eval_knn.py / clzoo.features see for the exported model (one transform).
+    bank_view = eval_view(train_set, cfg["image_size"], cfg["data"])
+    test_view = eval_view(test_set, cfg["image_size"], cfg["data"]) if test_set is not None else None
 
     def knn_monitor() -> float | None:
         if test_set is None or not knn_every:
             return None
         t0, acc = time.time(), None
         if accelerator.is_main_process:
-            acc = knn_eval(raw.backbone, train_set, test_set, cfg["image_size"], autocast=accelerator.autocast,
+            acc = knn_eval(raw.backbone, bank_view, test_view, autocast=accelerator.autocast,
                            channels_last=cfg["channels_last"], **knn_cfg)
         accelerator.wait_for_everyone()
         knn_seconds[0] += time.time() - t0
@@ -284,7 +343,7 @@ def train(cfg: dict) -> dict:
 
     def checkpoint(step: int) -> None:
         if accelerator.is_main_process:
-            save_checkpoint(os.path.join(run_dir, "checkpoint.pt"), {
+            save_checkpoint(run_dir, {
                 "step": step, "method": raw.state_dict(), "optimizer": optimizer.state_dict(),
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
                 "config": cfg, "results": results})
@@ -305,44 +364,26 @@ def train(cfg: dict) -> dict:
             loader = torch.utils.data.DataLoader(train_items, batch_sampler=plan, collate_fn=collate,
                                                  num_workers=cfg["num_workers"])
             it = iter(loader)
-            for _ in range(first, last):
-                torch.manual_seed(int(hash64(cfg["seed"], 2000, step, rank)) & ((1 << 63) - 1))
-                logs_acc: dict = {}
-                loss_sum = 0.0
-                for a in range(A):
+            def step_batches(epoch=epoch):
+                nonlocal skipped
+                for _ in range(A):
                     data = next(it)
                     skipped += data["skipped"]
                     images = data["images"]  # uint8; augmented where the model runs
                     images = ([im.to(device) for im in images] if isinstance(images, list)
                               else images.to(device, non_blocking=True))
-                    batch = views(images, data["index"].to(device), epoch)
-                    sync = accelerator.no_sync(method) if a < A - 1 else contextlib.nullcontext()
-                    with sync:
-                        with accelerator.autocast():
-                            loss, logs = method(batch, step)
-                        accelerator.backward(loss / A)
-                    loss_sum = loss_sum + loss.detach().float() / A
-                    for k, v in logs.items():
-                        logs_acc[k] = logs_acc.get(k, 0.0) + _float(v) / A
-                loss_mean = accelerator.reduce(torch.as_tensor(loss_sum, device=device).float(), "mean")
-                if not torch.isfinite(loss_mean):
+                    yield views(images, data["index"].to(device), epoch)
+
+            for _ in range(first, last):
+                torch.manual_seed(int(hash64(cfg["seed"], 2000, step, rank)) & ((1 << 63) - 1))
+                try:
+                    loss_mean, logs_acc = optimizer_step(accelerator, method, optimizer, step_batches(), step, cfg,
+                                                         schedule)
+                except NonFiniteLoss as e:
                     raise NonFiniteLoss(
-                        f"loss is {loss_mean.item()} at step {step} (epoch {epoch}); stopping without "
-                        f"applying this update. The last good checkpoint is kept in "
-                        f"{os.path.join(run_dir, 'checkpoint.pt')} (saved every {cfg['save_every']} steps).")
-                for g in optimizer.param_groups:
-                    g["lr"] = (peak_lr if g["fixed_lr"] else lrs[step]) * g["lr_scale"]
-                    g["weight_decay"] = wds[step] * g["wd_scale"]
-                if hasattr(raw, "before_optimizer_step"):
-                    raw.before_optimizer_step(step)
-                if cfg["clip_grad"] and cfg["clip_grad_mode"] == "per_param":  # DINO's clip_gradients
-                    accelerator.unscale_gradients()
-                    clip_gradients_per_param(method.parameters(), cfg["clip_grad"])
-                elif cfg["clip_grad"]:
-                    accelerator.clip_grad_norm_(method.parameters(), cfg["clip_grad"])
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                raw.after_optimizer_step(step)
+                        f"{e} at step {step} (epoch {epoch}); stopping without applying this update. The last good "
+                        f"checkpoints are kept in {run_dir}/checkpoint.pt and checkpoint.prev.pt (saved every "
+                        f"{cfg['save_every']} steps): resume with --resume {run_dir} and a lower lr or clip_grad.") from None
                 step += 1
                 images_seen += N
                 bar.update(1)
@@ -374,7 +415,7 @@ def train(cfg: dict) -> dict:
                    train_images_per_s=round(images_seen / max(train_seconds, 1e-9), 1))
     checkpoint(step)
     if accelerator.is_main_process:
-        export_backbone(raw.backbone, run_dir, cfg["image_size"], tag=f"{cfg['method']}_{cfg['data']}"
+        export_backbone(raw.backbone, run_dir, eval_data_config(cfg["image_size"], cfg["data"]), tag=f"{cfg['method']}_{cfg['data']}"
                         if cfg["data"] == "synthetic" else cfg["method"])
         results.update(knn={"k": cfg["knn"]["k"], "temperature": cfg["knn"]["temperature"]},
                        method=cfg["method"], model=cfg["model"], image_size=cfg["image_size"], data=cfg["data"])
@@ -393,9 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
         train(cfg)
-    except (ConfigError, NonFiniteLoss) as e:
+    except (ConfigError, UnsafeCheckpointError, NonFiniteLoss) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+        return 1 if isinstance(e, NonFiniteLoss) else 2
     return 0
 
 

@@ -8,10 +8,17 @@ stripped), `drop_prefixes` (heads). Formats that need real code (TF1 variable na
 two-branch CMC) give a `convert_fn`.
 
 `convert_checkpoint(obj, fmt)` returns a plain `{timm_key: tensor}` backbone state dict.
+
+Full training checkpoints (DINO's `*_full_checkpoint.pth`, Barlow Twins' `checkpoint.pth`) are
+recognised wherever they are handed in: a format that lists them in `full_layouts` reads their backbone
+(the released backbone file is exactly that network: DINO's teacher, Barlow Twins' `module.backbone`);
+any other format raises a ConversionError whose `layout` names the full format, so the caller can name
+the entry released in that layout.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -21,11 +28,23 @@ import torch
 from .._serialization import load_checkpoint_file
 
 __all__ = ["CheckpointFormat", "ConversionError", "register_format", "get_format", "list_formats",
-           "convert_checkpoint", "load_and_convert", "add_num_batches_tracked"]
+           "convert_checkpoint", "load_and_convert", "add_num_batches_tracked", "has_layout"]
+
+
+_logger = logging.getLogger(__name__)
 
 
 class ConversionError(ValueError):
-    """A checkpoint does not have the layout its format expects."""
+    """A checkpoint does not have the layout its format expects.
+
+    `layout`: the format whose layout the checkpoint has instead, when that is known (a full training
+    checkpoint given for a backbone file, or the reverse), so that the caller can name the right entry;
+    `what`: the message without its closing ": use ..." advice, for the caller to complete.
+    """
+
+    def __init__(self, message: str, layout: Optional[str] = None, what: Optional[str] = None):
+        super().__init__(message)
+        self.layout, self.what = layout, what
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,12 @@ class CheckpointFormat:
     # Files released beside the one a URL names, fetched into the same download folder (e.g. the
     # `.data-00000-of-00001` shard of a TF checkpoint whose `.index` is the entry's URL).
     companion_urls: Optional[Callable[[str], Tuple[str, ...]]] = None
+    # Full training checkpoints (format names) whose backbone is this format's file: read through
+    # that format when the file has its layout (`has_layout`), instead of failing.
+    full_layouts: Tuple[str, ...] = ()
+    # This is a full training checkpoint layout (detected in files handed to other formats), and the
+    # format of the backbone-only file released beside it.
+    backbone_format: Optional[str] = None
     version: int = 1  # bump when the conversion changes, to invalidate cached conversions
 
 
@@ -104,9 +129,72 @@ def add_num_batches_tracked(state_dict: Dict[str, torch.Tensor]) -> Dict[str, to
     return state_dict
 
 
-def convert_checkpoint(obj: Any, fmt: Union[str, CheckpointFormat]) -> Dict[str, torch.Tensor]:
-    """Backbone state dict in timm layout from a loaded official checkpoint."""
+def has_layout(obj: Any, fmt: CheckpointFormat) -> bool:
+    """`obj` has the nesting and key prefixes of `fmt` (a nested container, not just any top-level dict)."""
+    for path in fmt.containers:
+        if not path:
+            continue
+        node = obj
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and any(
+                isinstance(v, torch.Tensor) and (not fmt.keep_prefixes or str(k).startswith(fmt.keep_prefixes))
+                for k, v in node.items()):
+            return True
+    return False
+
+
+def _is_bare_backbone(obj: Any) -> bool:
+    """Tensors at the top level under plain module names (no DDP 'module.' wrapper, as in SwAV's files)."""
+    return (isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+            and not any(str(k).startswith("module.") for k in obj))
+
+
+def _layout_error(fmt: CheckpointFormat, layout: CheckpointFormat) -> ConversionError:
+    """One line: the file is `layout` (known), not `fmt`, and which kind of entry reads it."""
+    kind = layout.description if layout.backbone_format is not None else f"backbone-only file ({layout.description})"
+    what = f"this is a {kind}, not a {fmt.name} file ({fmt.description})"
+    return ConversionError(f"{what}: use an entry of format {layout.name} (`clzoo info NAME` shows each "
+                           "entry's format)", layout=layout.name, what=what)
+
+
+def _other_layout(obj: Any, fmt: CheckpointFormat) -> Optional[CheckpointFormat]:
+    """The known layout of a file `fmt` cannot read: a full training checkpoint, or (for a full format) the
+    bare backbone state dict released beside it."""
+    for other in _formats.values():
+        if other.backbone_format is not None and other is not fmt and has_layout(obj, other):
+            return other
+    if fmt.backbone_format is not None and _is_bare_backbone(obj):
+        return get_format(fmt.backbone_format)
+    return None
+
+
+def convert_checkpoint(obj: Any, fmt: Union[str, CheckpointFormat],
+                       full_layouts: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+    """Backbone state dict in timm layout from a loaded official checkpoint.
+
+    `full_layouts`: the full training layouts this caller accepts in place of `fmt`'s file (default:
+    `fmt.full_layouts`); one of `fmt.full_layouts` that is not accepted raises ConversionError(layout=...).
+    """
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    accepted = fmt.full_layouts if full_layouts is None else tuple(full_layouts)
+    for name in fmt.full_layouts:
+        full = get_format(name)
+        if has_layout(obj, full):
+            if name not in accepted:
+                raise _layout_error(fmt, full)
+            _logger.info("the file is the %s: reading its backbone", full.description)
+            return convert_checkpoint(obj, full)
+    try:
+        return _convert(obj, fmt)
+    except ConversionError as e:
+        other = _other_layout(obj, fmt) if e.layout is None else None
+        if other is None:
+            raise
+        raise _layout_error(fmt, other) from None
+
+
+def _convert(obj: Any, fmt: CheckpointFormat) -> Dict[str, torch.Tensor]:
     if fmt.convert_fn is not None:
         return add_num_batches_tracked(dict(fmt.convert_fn(obj)))
     sd = _find_container(obj, fmt)
@@ -137,11 +225,12 @@ def convert_checkpoint(obj: Any, fmt: Union[str, CheckpointFormat]) -> Dict[str,
     return add_num_batches_tracked(out)
 
 
-def load_and_convert(path: Union[str, Path], fmt: Union[str, CheckpointFormat]) -> Dict[str, torch.Tensor]:
+def load_and_convert(path: Union[str, Path], fmt: Union[str, CheckpointFormat],
+                     full_layouts: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
     fmt = get_format(fmt) if isinstance(fmt, str) else fmt
     path = Path(path)
     obj = fmt.load_fn(path) if fmt.load_fn is not None else load_checkpoint_file(path, fmt.stub_globals)
-    return convert_checkpoint(obj, fmt)
+    return convert_checkpoint(obj, fmt, full_layouts)
 
 
 from . import byol, formats, simclr  # noqa: E402,F401  (registers the official formats)

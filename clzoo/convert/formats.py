@@ -4,11 +4,18 @@ from . import CheckpointFormat, convert_checkpoint, register_format
 
 # A bare backbone state dict with torchvision/timm names, possibly under 'state_dict'/'model' and
 # 'module.': DINO `*_pretrain.pth`, Barlow Twins `resnet50.pth`, clzoo/timm exports.
+# The full training checkpoints released beside those files are read through their backbone: the
+# backbone file IS that network. DINO: "the weights from the backbone only files are from the teacher"
+# (maintainer, facebookresearch/dino#44); Barlow Twins main.py saves resnet50.pth as
+# model.module.backbone.state_dict() after the last epoch's checkpoint.pth.
+# version 2: full training checkpoints were converted as a state dict of their 'model' (Barlow Twins) or refused.
 STATE_DICT = register_format(CheckpointFormat(
     name="state_dict",
     description="a plain backbone state dict with timm/torchvision key names",
     containers=(("state_dict",), ("model",), ()),
     drop_prefixes=("fc.", "head."),
+    full_layouts=("dino_full", "barlowtwins_full"),
+    version=2,
 ))
 
 # facebookresearch/moco main_moco.py: {'epoch','arch','state_dict','optimizer'}; the query encoder
@@ -56,6 +63,7 @@ BARLOWTWINS_FULL = register_format(CheckpointFormat(
     description="Barlow Twins full training checkpoint (facebookresearch/barlowtwins checkpoint.pth)",
     containers=(("model",),),
     keep_prefixes=("module.backbone.", "backbone."),
+    backbone_format="state_dict",
 ))
 
 # facebookresearch/dino *_full_checkpoint.pth: {'student','teacher','optimizer','epoch','args',
@@ -66,6 +74,7 @@ DINO_FULL = register_format(CheckpointFormat(
     containers=(("teacher",),),
     strip_prefixes=("module.", "backbone."),
     drop_prefixes=("head.", "projection_head.", "prototypes.", "fc."),
+    backbone_format="state_dict",
 ))
 
 # zhirongw/lemniscate.pytorch: {'epoch','arch','state_dict','lemniscate','best_prec1','optimizer'},

@@ -245,7 +245,7 @@ def test_one_step_from_the_official_checkpoint_then_resume_loads_no_official_fil
            "--hparams.K", "4096", "--image-size", "32", "--batch-size", "8", "--data-args.num_samples", "8",
            "--knn.every", "0", "--output", str(tmp_path / "run")]
     assert pretrain.main([*run, "--max-steps", "1"]) == 0
-    queue = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["method"]["queue.queue"]
+    queue = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["method"]["queue.queue"]
     official = built("mocov2").ckpt["state_dict"]["module.queue"].T
     assert torch.equal(queue[8:], official[8:]) and not torch.equal(queue[:8], official[:8])  # 8 keys enqueued
 

@@ -32,7 +32,7 @@ def test_cli_smoke_and_export(tmp_path, method, model):
     encoder = clzoo.create_model(f"local-dir:{out}", pretrained=True).eval()
     with torch.no_grad():
         assert encoder(torch.randn(2, 3, 32, 32)).shape == (2, encoder.num_features)
-    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     for k, v in encoder.state_dict().items():  # the exported weights are the method's `backbone`
         assert torch.equal(v, ckpt["method"]["backbone." + k]), k
     if method == "simsiam":  # the predictor keeps the peak lr during the warmup (--fix-pred-lr)

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from training.data import SkipUnreadable, build_dataset, collate
 from training.data.synthetic import SyntheticShapes, render
 from training.data.transforms import (RandomResizedCrop, _autocontrast, _equalize, adjust_hue, build_views,
-                                      ColorJitter, RandAugment, eval_transform)
+                                      ColorJitter, RandAugment)
 
 
 def test_synthetic_deterministic_and_batch_independent():
@@ -95,12 +95,6 @@ def test_randaugment_runs_every_op():
     assert y.shape == x.shape and torch.isfinite(y).all() and y.min() >= -1e-4 and y.max() <= 1 + 1e-4
     changed = [(y[k] - x[k]).abs().max() > 1e-3 for k in range(15)]
     assert sum(changed) >= 13  # (Solarize at m=10 barely changes an image, as in timm)
-
-
-def test_eval_transform_centre_crop():
-    imgs = [torch.zeros(3, 40, 80, dtype=torch.uint8), torch.full((3, 32, 32), 255, dtype=torch.uint8)]
-    out = eval_transform(imgs, 32)
-    assert out.shape == (2, 3, 32, 32)
 
 
 def _write_folder(root):

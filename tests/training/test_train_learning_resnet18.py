@@ -1,4 +1,5 @@
-"""The learning check at a scale CI cannot afford: ResNet-18 at 32 px, 30 epochs of the 10 000 synthetic
+"""Regression pins (seed 0, one run each: not evidence of learning, see test_train_learning.py) at a scale
+CI cannot afford: ResNet-18 at 32 px, 30 epochs of the 10 000 synthetic
 images (1170 optimizer steps, batch 256). Marked `slow`; meant for a GPU (about 5-7 min per method on an H100
 with 13 runs sharing it; on one CPU core a run takes about half an hour).
 
@@ -14,7 +15,9 @@ measured on an H100 machine on 2026-11-23 (docs/method_search_2026-11-23.tsv, ro
 Measured, kNN top-1 on the 2000 held-out images, init 0.095 -> final (best of the epoch-5 checks): swav
 0.377, mocov1 0.184, mocov2 0.161, infomin 0.159, simsiam 0.147, barlowtwins 0.134, byol (LARS) 0.133,
 dino (LARS) 0.131, instdisc 0.124, deepclusterv2 0.123. The margin asserted is about half the measured gain.
-PIRL ended at 0.106 (0.131 mid-run) and has no margin here. DINO with SGD (lr 0.1) stayed at 0.104."""
+PIRL ended at 0.106 (0.131 mid-run) and has no margin here. DINO with SGD (lr 0.1) stayed at 0.104.
+The test asserts the run's own final kNN against the run's own initial kNN (INIT is the measured value,
+kept for reference)."""
 
 import json
 import os
@@ -53,9 +56,8 @@ CASES = {  # method: (extra arguments, measured final kNN, margin asserted over 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="about 30 min per method on one CPU core: run on a GPU")
 @pytest.mark.parametrize("method", list(CASES))
-def test_resnet18_run_beats_random_init(tmp_path, method):
+def test_seed0_pin_resnet18_run_ends_above_its_init(tmp_path, method):
     extra, measured, margin = CASES[method]
-    assert margin <= (measured - INIT) / 2 + 1e-9  # the stated margin is at most half the measured gain
     out = str(tmp_path / method)
     assert pretrain.main(["--method", method, *COMMON, *extra, "--output", out]) == 0
     r = json.load(open(os.path.join(out, "results.json")))

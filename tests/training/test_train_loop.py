@@ -38,14 +38,14 @@ def test_cli_run_writes_metrics_checkpoint_and_loadable_export(tmp_path):
     assert results["steps"] == 3 and 0 <= results["knn_top1"] <= 1 and 0 <= results["knn_top1_init"] <= 1
     assert os.listdir(os.path.join(out, "tensorboard"))
     model = clzoo.create_model(f"local-dir:{out}", pretrained=True)
-    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     exported = load_file(os.path.join(out, "model.safetensors"))
     for k, v in model.state_dict().items():
         assert torch.equal(v, exported[k]) and torch.equal(v, ckpt["method"]["backbone." + k])
 
 
 def _final_state(out):
-    return torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
+    return torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
 
 
 def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
@@ -114,3 +114,63 @@ def test_init_from_starts_from_an_exported_encoder(tmp_path):
     assert rc == rc2 == 0
     r1, r2 = (json.load(open(os.path.join(d, "results.json"))) for d in (first, second))
     assert r2["knn_top1_init"] == pytest.approx(r1["knn_top1"], abs=1e-9)  # same encoder, same kNN
+
+
+def test_grad_accumulation_equals_one_big_batch(tmp_path):
+    """Two micro-batches of 16 make the same optimizer steps as one batch of 32, when nothing in the model
+    sees the micro-batch: InstDisc's exact softmax over the memory bank (K=0, a per-sample loss) on a ViT
+    (LayerNorm only). The bank update of each step uses the features of both micro-batches."""
+    args = ["--method", "instdisc", "--model", "vit_tiny_patch16_224", "--hparams.loss", "softmax",
+            "--hparams.K", "0", "--max-steps", "3", "--save-every", "1", "--threads", "1"]
+    rc1, one = run(tmp_path, "one", *args)
+    rc2, two = run(tmp_path, "two", *args, "--grad-accum", "2")
+    assert rc1 == rc2 == 0
+    a, b = _final_state(one), _final_state(two)
+    for k, v in a["method"].items():
+        torch.testing.assert_close(b["method"][k], v, rtol=0, atol=1e-5, msg=k)
+    # the last step moved the weights far more than the tolerance, so the comparison can fail
+    before = torch.load(os.path.join(one, "checkpoint.prev.pt"), weights_only=True)["method"]
+    assert max((a["method"][k] - before[k]).abs().max() for k in before if k.startswith("backbone.")) > 3e-4
+    la, lb = ([json.loads(line)["loss"] for line in open(os.path.join(d, "metrics.jsonl"))] for d in (one, two))
+    assert la == pytest.approx(lb, abs=1e-5) and len(la) == 3
+
+
+@pytest.mark.parametrize("data", ["synthetic", "folder"])
+def test_monitor_sees_the_pixels_and_features_of_eval_knn(tmp_path, data):
+    """One eval transform: the trainer's kNN monitor (training.monitor.eval_view) and eval_knn.py /
+    clzoo.features (the exported model's data config through clzoo.features.eval_transform) give the same
+    tensors for the same images, and the monitor's features are the exported encoder's."""
+    import numpy as np
+    from PIL import Image
+
+    import clzoo
+    from clzoo.features import eval_transform
+    from training.data import build_dataset
+    from training.eval_common import image_size, load_split
+    from training.monitor import eval_view, extract_features
+
+    spec = "synthetic"
+    if data == "folder":  # photos of other sizes and aspect ratios: resize to 32 / 0.875 and centre-crop
+        spec = str(tmp_path / "photos")
+        rng = np.random.default_rng(0)
+        for split in ("train", "val"):
+            for c in ("a", "b"):
+                os.makedirs(os.path.join(spec, split, c))
+                for i in range(32):
+                    Image.fromarray(rng.integers(0, 255, (40 + i, 57 - i, 3), dtype=np.uint8)).save(
+                        os.path.join(spec, split, c, f"{i}.png"))
+    rc, out = run(tmp_path, "run", "--method", "simclr", "--max-steps", "1", "--data", spec,
+                  *(["--data-args", "{}"] if data == "folder" else []))
+    assert rc == 0
+    model = clzoo.create_model(f"local-dir:{out}", pretrained=True).eval()
+    cfg = json.load(open(os.path.join(out, "config.json")))["pretrained_cfg"]
+    assert cfg["crop_pct"] == (1.0 if data == "synthetic" else 0.875) and image_size(model) == 32
+    evaluated = load_split(spec, "train", eval_transform(model), 32, 0)  # as eval_knn.main builds it
+    monitored = eval_view(build_dataset(spec, "train", 32, 0), 32, "synthetic" if data == "synthetic" else spec)
+    for i in (0, 1, 37, len(evaluated) - 1):
+        assert torch.equal(evaluated[i][0], monitored[i][0]) and evaluated[i][1] == monitored[i][1], i
+    feats, labels = extract_features(model, monitored, batch_size=16, max_samples=40, channels_last=False)
+    with torch.no_grad():
+        direct = model(torch.stack([evaluated[i][0] for i in range(40)]))
+    torch.testing.assert_close(feats, direct, rtol=1e-5, atol=1e-5)
+    assert labels.tolist() == [evaluated[i][1] for i in range(40)]

@@ -5,10 +5,13 @@ import math
 import pytest
 import timm
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from training.methods import TrainInfo, build_method, method_class
 from training.methods.simclrv2 import SimCLRv2
+
+from tests.helpers import MeanLinear
 
 INFO = TrainInfo(num_samples=40, total_steps=10, steps_per_epoch=5, global_batch=4, seed=0)
 
@@ -47,26 +50,66 @@ def test_simclrv2_momentum_memory_loss_by_hand():
     assert torch.allclose(m.queue.queue[[4, 5, 0, 1]], z2, atol=1e-5) and int(m.queue.ptr) == 8 % 6
 
 
-@pytest.mark.parametrize("name,weights,loss_type", [("pirl", ("lambd", 0.5), "nce"),
-                                                    ("pirl", ("lambd", 0.5), "softmax"), ("infomin", ("beta", 0.5), None)])
-def test_jigsaw_methods_combine_their_two_terms(name, weights, loss_type):
-    key, w = weights
-    kw = {"K": 8, key: 0.3, **({"loss": loss_type} if loss_type else {})}
-    m = build_method(name, _backbone(), INFO, **kw)
-    batch = _batch(jigsaw=True)
+@pytest.mark.parametrize("loss_type,K", [("nce", 8), ("softmax", 8), ("softmax", 0)])
+def test_pirl_loss_from_the_paper_written_out(loss_type, K):
+    """PIRL eq. 5, L = lambd L(m_I, g(v_I^t)) + (1 - lambd) L(m_I, f(v_I)), recomputed here with plain torch
+    ops from the module's weights and bank, not from its forward: f = norm(W_f enc(I) + b_f); g = norm(W_2
+    concat_p(W_1 enc(patch_p) + b_1) + b_2), the 9 patch embeddings concatenated in the order the batch gives
+    them (the augmentation's shuffle). L is lemniscate's NCE (Z = mean(exp(s / tau)) n from the first batch,
+    h = P / (P + K / n + eps)) or the cross-entropy over m_I and the same K noise rows, or (K = 0) over the whole
+    bank. With K noise rows the bank holds one vector e on every row but the batch's, so the expected value does
+    not depend on which rows were drawn (10^5 rows: no draw hits the batch). Then m_I <- norm(m m_I + (1 - m) f)."""
+    n = 100_000 if K else 40
+    info = TrainInfo(num_samples=n, total_steps=10, steps_per_epoch=5, global_batch=4, seed=0)
+    torch.manual_seed(0)
+    m = build_method("pirl", MeanLinear(), info, K=K, lambd=0.3, dim=5, loss=loss_type, tau=0.2)
+    g = torch.Generator().manual_seed(0)
+    index = torch.tensor([0, 7, 14, 21])
+    with torch.no_grad():
+        if K:
+            m.bank.bank.copy_(F.normalize(torch.randn(1, 5, generator=g), dim=1).expand(n, 5))
+            m.bank.bank[index] = F.normalize(torch.randn(4, 5, generator=g), dim=1)
+        bank = m.bank.bank.clone()
+    batch = {"views": [torch.randn(4, 3, 8, 8, generator=g)], "index": index,
+             "jigsaw": torch.randn(4, 9, 3, 4, 4, generator=g)}
     loss, logs = m(batch, 0)
-    if loss_type == "softmax":  # each term: cross-entropy over m_I and the same K = 8 sampled entries
-        with torch.no_grad():
-            f = F.normalize(m.image_head(m.backbone(batch["views"][0])), dim=1)
-            noise = m.bank.sample(batch["index"], 8, INFO.seed, 2, 0, 0)
-            s = torch.cat([m.bank.bank[batch["index"]][:, None], m.bank.bank[noise]], 1) @ f[:, :, None]
-        expected_image = F.cross_entropy(s.squeeze(2) / 0.07, torch.zeros(4, dtype=torch.long))
-        assert float(logs["loss_image"]) == pytest.approx(float(expected_image), rel=1e-5)
-    if name == "pirl":  # L = lambd L(m_I, g(v_I^t)) + (1 - lambd) L(m_I, f(v_I))
-        expected = 0.3 * logs["loss_jigsaw"] + 0.7 * logs["loss_image"]
-    else:  # L = (1 - beta) L_image + beta L_jigsaw
-        expected = 0.7 * logs["loss_image"] + 0.3 * logs["loss_jigsaw"]
-    assert loss.item() == pytest.approx(float(expected), rel=1e-5)
+
+    sd = {k: v.detach() for k, v in m.state_dict().items()}
+    W_b, b_b = sd["backbone.fc.weight"], sd["backbone.fc.bias"]
+    enc = lambda x: x.mean((2, 3)) @ W_b.T + b_b  # noqa: E731
+    f = F.normalize(enc(batch["views"][0]) @ sd["image_head.0.weight"].T + sd["image_head.0.bias"], dim=1)
+    per_patch = [[enc(batch["jigsaw"][b, p][None])[0] @ sd["jigsaw_head.fc1.0.weight"].T + sd["jigsaw_head.fc1.0.bias"]
+                  for p in range(9)] for b in range(4)]
+    concat = torch.stack([torch.cat(per_patch[b]) for b in range(4)])  # (4, 9 * 5), patch 0 first
+    g_emb = F.normalize(concat @ sd["jigsaw_head.fc2.weight"].T + sd["jigsaw_head.fc2.bias"], dim=1)
+
+    def term(v):
+        pos = (v * bank[index]).sum(1)
+        if loss_type == "softmax" and K == 0:  # -log softmax over every bank row, own row the target
+            logits = v @ bank.T / 0.2
+            return (-logits[torch.arange(4), index] + logits.exp().sum(1).log()).mean()
+        neg = (v @ bank[-1]).unsqueeze(1).expand(4, K)  # every noise row is e
+        if loss_type == "softmax":
+            return (-pos / 0.2 + (torch.cat((pos[:, None], neg), 1) / 0.2).exp().sum(1).log()).mean()
+        Z = torch.cat((pos[:, None], neg), 1).div(0.2).exp().mean() * n
+        Pn, eps = 1 / n, 1e-7
+        p_pos, p_neg = (pos / 0.2).exp() / Z, (neg / 0.2).exp() / Z
+        return -((p_pos / (p_pos + K * Pn + eps)).log().sum() + (K * Pn / (p_neg + K * Pn + eps)).log().sum()) / 4
+
+    L_jig, L_img = term(g_emb), term(f)
+    assert float(logs["loss_jigsaw"]) == pytest.approx(float(L_jig), rel=1e-5)
+    assert float(logs["loss_image"]) == pytest.approx(float(L_img), rel=1e-5)
+    assert loss.item() == pytest.approx(float(0.3 * L_jig + 0.7 * L_img), rel=1e-5)
+    m.after_optimizer_step(0)  # memory momentum 0.5, with the image branch's embedding
+    assert torch.allclose(m.bank.bank[index], F.normalize(0.5 * bank[index] + 0.5 * f, dim=1), atol=1e-6)
+
+
+def test_infomin_weights_its_two_terms():
+    """InfoMin (PyContrast learning/contrast_trainer.py): L = (1 - beta) L_image + beta L_jigsaw, checked against
+    the two logged terms (the weighting only; the terms themselves are the InfoNCE of modules.losses)."""
+    m = build_method("infomin", _backbone(), INFO, K=8, beta=0.3)
+    loss, logs = m(_batch(jigsaw=True), 0)
+    assert loss.item() == pytest.approx(float(0.7 * logs["loss_image"] + 0.3 * logs["loss_jigsaw"]), rel=1e-5)
 
 
 def test_moco_updates_after_the_step_only():

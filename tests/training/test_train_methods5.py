@@ -23,6 +23,8 @@ from training.modules.multicrop import multicrop_forward
 from training.modules.optim import clip_gradients_per_param
 from training.modules.sinkhorn import sinkhorn_knopp
 
+from tests.helpers import MeanLinear
+
 INFO = TrainInfo(num_samples=40, total_steps=10, steps_per_epoch=5, global_batch=4, seed=0)
 
 
@@ -39,6 +41,11 @@ def _views(n_global=2, n_local=0, B=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     return ([torch.randn(B, 3, 32, 32, generator=g) for _ in range(n_global)]
             + [torch.randn(B, 3, 16, 16, generator=g) for _ in range(n_local)])
+
+
+def _bn_train(h, weight, bias, eps=1e-5):
+    """BatchNorm1d in train mode by hand: batch mean and biased variance."""
+    return (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + eps) * weight + bias
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -69,15 +76,60 @@ def test_byol_regression_is_two_minus_two_cos():
     assert byol_regression(p, z).item() == pytest.approx(by_hand, rel=1e-6)
 
 
-def test_byol_loss_sums_both_directions():
-    m = build_method("byol", _backbone(), INFO, hidden_dim=16, dim=8)
-    x1, x2 = _views()
-    loss, _ = m({"views": [x1, x2], "index": torch.arange(4)}, 0)
-    with torch.no_grad():
-        p1, p2 = (m.predictor(m.projector(m.backbone(x))) for x in (x1, x2))
-        z1, z2 = (m.target_projector(m.target_backbone(x)) for x in (x1, x2))
-    expected = byol_regression(p1, z2) + byol_regression(p2, z1)  # summed, not averaged (byol loss_fn)
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+def test_byol_loss_and_target_ema_from_the_paper():
+    """BYOL (Grill et al. 2020, Alg. 1; byol_experiment.loss_fn): L = mean(2 - 2 cos(p(v1), z'(v2))) + mean(2 - 2
+    cos(p(v2), z'(v1))), summed, with p = q(g(f(v))) of the online network and z' = g'(f'(v)) of the target,
+    each recomputed here from the weights (Linear-BN(batch statistics)-ReLU-Linear) after the target has been
+    moved away from the online network; also against lightly's NegativeCosineSimilarity (2 - 2 cos = 2 + 2 NCS).
+    Then xi <- tau_k xi + (1 - tau_k) theta after step k with tau_k = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2
+    computed here (tau_base 0.9, K = 10 steps)."""
+    from lightly.loss import NegativeCosineSimilarity
+    torch.manual_seed(0)
+    m = build_method("byol", MeanLinear(), INFO, tau_base=0.9, hidden_dim=16, dim=8)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # every weight, online and target, moved independently (target != online)
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    x1, x2 = (torch.randn(4, 3, 8, 8, generator=g) for _ in range(2))
+    loss, logs = m({"views": [x1, x2], "index": torch.arange(4)}, 3)
+    sd = {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    def mlp(h, pre):  # Linear(bias) - BN - ReLU - Linear(no bias)
+        h = h @ sd[pre + "0.weight"].T + sd[pre + "0.bias"]
+        h = F.relu(_bn_train(h, sd[pre + "1.weight"], sd[pre + "1.bias"]))
+        return h @ sd[pre + "3.weight"].T
+
+    def encoder(x, pre):  # MeanLinear
+        return x.mean((2, 3)) @ sd[pre + "fc.weight"].T + sd[pre + "fc.bias"]
+
+    def online(x):
+        return mlp(mlp(encoder(x, "backbone."), "projector."), "predictor.")
+
+    def target(x):
+        return mlp(encoder(x, "target_backbone."), "target_projector.")
+
+    def regression(p, z):  # ||p / |p| - z / |z|||^2 per sample, averaged
+        return ((p / p.norm(dim=1, keepdim=True) - z / z.norm(dim=1, keepdim=True)) ** 2).sum(1).mean()
+
+    (p1, p2), (z1, z2) = (online(x1), online(x2)), (target(x1), target(x2))
+    assert loss.item() == pytest.approx(float(regression(p1, z2) + regression(p2, z1)), rel=1e-5)
+    ncs = NegativeCosineSimilarity()
+    assert loss.item() == pytest.approx(float(2 + 2 * ncs(p1, z2) + 2 + 2 * ncs(p2, z1)), rel=1e-5)
+    tau = lambda k: 1 - (1 - 0.9) * (math.cos(math.pi * k / 10) + 1) / 2  # noqa: E731
+    assert logs["tau"] == pytest.approx(tau(3), rel=1e-9)
+    loss.backward()
+    assert all(p.grad is None for p in [*m.target_backbone.parameters(), *m.target_projector.parameters()])
+    pairs = [("target_backbone", "backbone"), ("target_projector", "projector")]
+    for k in (0, 3, 9):
+        if k:
+            m({"views": [x1, x2], "index": torch.arange(4)}, k)[0].backward()
+        _sgd_step(m)  # the online weights move; then the EMA of step k
+        old = {t: [p.clone() for p in getattr(m, t).parameters()] for t, _ in pairs}
+        online_now = {o: [p.clone() for p in getattr(m, o).parameters()] for _, o in pairs}
+        m.after_optimizer_step(k)
+        for t, o in pairs:
+            for xi, new, theta in zip(old[t], getattr(m, t).parameters(), online_now[o]):
+                assert torch.allclose(new, tau(k) * xi + (1 - tau(k)) * theta, atol=1e-6), (k, t)
 
 
 def test_barlow_twins_hand_computed():
@@ -243,7 +295,8 @@ def test_ema_and_center_update_once_per_optimizer_step(name, kw, pairs):
         m.before_optimizer_step(0)
     _sgd_step(m)
     m.after_optimizer_step(0)
-    mom = m.momentum[0] if name == "dino" else m.tau[0] if name == "byol" else m.m[1]  # MoCo v3: next step's m
+    # BYOL: tau_0 = 1 - (1 - tau_base)(cos(0) + 1) / 2 = tau_base, by hand; MoCo v3: next step's m
+    mom = m.momentum[0] if name == "dino" else 1 - (1 - 0.996) * (math.cos(0) + 1) / 2 if name == "byol" else m.m[1]
     for t, o in pairs:
         for old, new, online in zip(targets[t], getattr(m, t).parameters(), getattr(m, o).parameters()):
             assert torch.allclose(new, mom * old + (1 - mom) * online, atol=1e-6)
@@ -303,32 +356,65 @@ def test_swav_prototypes_normalised_frozen_first_epoch_and_queue():
         assert torch.allclose(m.prototypes.weight.norm(dim=1), torch.ones(6), atol=1e-6)
 
 
-def test_deepclusterv2_fills_memory_then_trains_on_kmeans_targets():
-    info = TrainInfo(num_samples=8, total_steps=4, steps_per_epoch=2, global_batch=4, seed=0)
-    m = build_method("deepclusterv2", _backbone(), info, nmb_prototypes=(3, 2), hidden_mlp=16, dim=8)
-    trained = [p for n, p in m.named_parameters() if not n.startswith("prototypes.")]
+def _flat(colours, size):
+    """Images of one flat colour each: (B, 3) -> (B, 3, size, size)."""
+    return colours[:, :, None, None].expand(-1, -1, size, size).contiguous()
+
+
+def test_deepclusterv2_kmeans_targets_and_loss_on_a_hand_made_memory():
+    """main_deepclusterv2.py on 6 images whose embeddings are chosen by hand (identity encoder and projector:
+    z = norm(colour of a flat image)). Epoch 0 only fills the memory (loss 0, no update); its end clusters
+    crop 0's memory for heads 0 and 2 (h % 2) into {0, 1, 2} around e_x and {3, 4, 5} around e_y, crop 1's for
+    head 1 into {0, 2, 4} around e_z and {1, 3, 5} around e_x: two tight clusters 90 degrees apart, which
+    spherical k-means finds from any initial pair, the centroids (the new prototypes) being the normalised
+    means, e_x, e_y, e_z by symmetry. The epoch-1 loss is then written out: the mean over heads of
+    mean_crops,i -log softmax(z_i . centroids / 0.1)[cluster of image i]."""
+    info = TrainInfo(num_samples=6, total_steps=4, steps_per_epoch=2, global_batch=3, seed=0)
+    m = build_method("deepclusterv2", MeanLinear(3), info, nmb_prototypes=(2, 2, 2), hidden_mlp=0, dim=3)
+    with torch.no_grad():
+        for lin in (m.backbone.fc, m.projector[0]):
+            lin.weight.copy_(torch.eye(3))
+            lin.bias.zero_()
+    t = (-0.1, 0.0, 0.1)
+    crop0 = torch.tensor([[1, d, 0] for d in t] + [[0, 1, d] for d in t])  # images 0-2 ~ e_x, 3-5 ~ e_y
+    crop1 = torch.tensor([[t[i // 2], 0, 1] if i % 2 == 0 else [1, 0, t[i // 2]] for i in range(6)])  # even ~ e_z
+    trained = [p for n, p in m.named_parameters() if not n.startswith("prototypes.")]  # k-means sets those
     before = [p.clone() for p in trained]
-    for step in range(2):  # epoch 0: memory only, no update
-        loss, _ = m({"views": _views(2, 1, seed=step), "index": torch.arange(4) + 4 * step}, step)
+    for step, rows in enumerate((torch.arange(3), torch.arange(3, 6))):  # epoch 0
+        views = [_flat(crop0[rows], 4), _flat(crop1[rows], 4), _flat(torch.ones(3, 3), 2)]
+        loss, _ = m({"views": views, "index": rows}, step)
         assert loss.item() == 0.0
         loss.backward()
         m.before_optimizer_step(step)
         _sgd_step(m)
         m.after_optimizer_step(step)
     assert all(torch.equal(a, b) for a, b in zip(before, trained))
-    assert m.filled.all() and (m.assignments >= 0).all()  # clustered at the end of epoch 0
-    # head h clusters the memory of crop h % 2; its prototypes are the centroids: every image's target is
-    # its nearest prototype
-    for h, protos in enumerate(m.prototypes):
-        assert torch.equal((m.memory[h % 2] @ protos.weight.T).argmax(1), m.assignments[h])
-        assert torch.allclose(protos.weight.norm(dim=1), torch.ones(protos.out_features), atol=1e-5)
-    views = _views(2, 1, seed=5)
-    loss, _ = m({"views": views, "index": torch.arange(4)}, 2)
-    with torch.no_grad():
-        z = F.normalize(m.projector(multicrop_forward(m.backbone, views)), dim=1)
-    expected = sum(F.cross_entropy(p(z) / 0.1, m.assignments[h][torch.arange(4)].repeat(3))
-                   for h, p in enumerate(m.prototypes)) / 2
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(m.memory[0], F.normalize(crop0, dim=1))
+    assert torch.allclose(m.memory[1], F.normalize(crop1, dim=1))
+    e = torch.eye(3)
+    clusters = {0: ([0, 1, 2], [3, 4, 5], e[0], e[1]), 1: ([0, 2, 4], [1, 3, 5], e[2], e[0])}
+    for h in range(3):
+        a, b, ca, cb = clusters[h % 2]
+        assign = m.assignments[h]  # one cluster id per hand-made cluster (which id is k-means' choice)
+        assert len(set(assign[a].tolist())) == 1 and len(set(assign[b].tolist())) == 1
+        assert assign[a[0]] != assign[b[0]]
+        assert torch.allclose(m.prototypes[h].weight[assign[a[0]]], ca, atol=1e-6)
+        assert torch.allclose(m.prototypes[h].weight[assign[b[0]]], cb, atol=1e-6)
+
+    index = torch.tensor([4, 0, 3])
+    g = torch.Generator().manual_seed(0)
+    colours = [torch.randn(3, 3, generator=g) for _ in range(3)]
+    loss, _ = m({"views": [_flat(colours[0], 4), _flat(colours[1], 4), _flat(colours[2], 2)], "index": index}, 2)
+    z = F.normalize(torch.cat(colours), dim=1)  # 3 crops x 3 images, crop-major
+    expected = 0.0
+    for h in range(3):
+        a, b, ca, cb = clusters[h % 2]
+        target = torch.tensor([0 if i in a else 1 for i in index.tolist()]).repeat(3)  # 0: cluster a, 1: b
+        logits = z @ torch.stack([ca, cb]).T / 0.1
+        expected += (-logits[torch.arange(9), target] + logits.exp().sum(1).log()).mean() / 3
+    assert loss.item() == pytest.approx(float(expected), rel=1e-5)
+    m.after_optimizer_step(2)  # the batch's memory rows := its crop-0 / crop-1 embeddings
+    assert torch.allclose(m.memory[0, index], z[:3]) and torch.allclose(m.memory[1, index], z[3:6])
 
 
 def test_mocov3_vit_fixed_sincos_and_frozen_patch_projection():

@@ -14,11 +14,15 @@
 * `spec="hf:NAME"`: `datasets.load_dataset(NAME)` (needs `pip install datasets`); split "test" maps to
   the first of validation / test / val that exists; image column `image` or `img`, label `label`/`labels`.
 
-`transform`, if given, is applied to each image tensor (torchvision v2 transforms accept them).
+`transform`, if given, is applied to each image as it was decoded, as torchvision's datasets do: the PIL
+original for files and hf datasets (not the resized tensor), the uint8 tensor for synthetic images; the
+evaluation's is `clzoo.features.eval_transform(data_config)`, which takes both. `with_transform(ds, t)`
+gives an existing dataset a transform (sharing the synthetic render cache).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -27,7 +31,7 @@ import torch.nn.functional as F
 
 from .synthetic import SyntheticShapes
 
-__all__ = ["build_dataset", "ImageFolderDataset", "SkipUnreadable", "SyntheticShapes"]
+__all__ = ["build_dataset", "with_transform", "ImageFolderDataset", "SkipUnreadable", "SyntheticShapes"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -73,8 +77,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         with open(path, "rb") as f:
             img = Image.open(f)
             img.load()  # truncated / corrupt files raise here, not later
-            x = _resize_short(_to_tensor(img), self.load_size)
-        return (self.transform(x) if self.transform else x), label
+            if self.transform:
+                return self.transform(img.convert("RGB")), label
+            return _resize_short(_to_tensor(img), self.load_size), label
 
 
 class HFDataset(torch.utils.data.Dataset):
@@ -102,8 +107,10 @@ class HFDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         row = self.ds[int(i)]
-        x = _resize_short(_to_tensor(row[self.image_key]), self.load_size)
-        return (self.transform(x) if self.transform else x), int(row[self.label_key]) if self.label_key else 0
+        label = int(row[self.label_key]) if self.label_key else 0
+        if self.transform:
+            return self.transform(row[self.image_key].convert("RGB")), label
+        return _resize_short(_to_tensor(row[self.image_key]), self.load_size), label
 
 
 class _Transformed(torch.utils.data.Dataset):
@@ -118,6 +125,18 @@ class _Transformed(torch.utils.data.Dataset):
         x, y = self.ds[i]
         return self.transform(x), y
 
+    def __getitems__(self, indices):  # the synthetic set renders a batch at once
+        return [(self.transform(x), y) for x, y in self.ds.__getitems__(indices)]
+
+
+def with_transform(ds: torch.utils.data.Dataset, transform) -> torch.utils.data.Dataset:
+    """`ds` with its images put through `transform` (see the module docstring); `ds` is left as it is."""
+    if isinstance(ds, (ImageFolderDataset, HFDataset)):
+        out = copy.copy(ds)
+        out.transform = transform
+        return out
+    return _Transformed(ds, transform)
+
 
 def build_dataset(spec: str, split: str = "train", image_size: int = 224, seed: int = 0, *,
                   num_samples: int | None = None, transform=None, **synthetic_args) -> torch.utils.data.Dataset:
@@ -126,7 +145,7 @@ def build_dataset(spec: str, split: str = "train", image_size: int = 224, seed: 
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if spec == "synthetic":
         ds = SyntheticShapes(split, image_size, seed, num_samples, **synthetic_args)
-        return _Transformed(ds, transform) if transform else ds
+        return with_transform(ds, transform) if transform else ds
     if synthetic_args:
         raise ValueError(f"{sorted(synthetic_args)}: options of the synthetic dataset only, not of {spec!r}")
     if spec.startswith("hf:"):

@@ -475,24 +475,3 @@ def build_views(preset: str, image_size: int, seed: int = 0, num_views: int = 2,
     patch_stages = [s for s in stages(0)[1:] if isinstance(s, (ColorJitter, Grayscale))] if jigsaw == "color" else []
     jig = Jigsaw(image_size, patch_stages, mean, std, flip=flip) if jigsaw else None
     return ViewMaker(views, seed, jig)
-
-
-def eval_transform(images, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """Deterministic evaluation view: resize the shorter side to image_size / 0.875, centre-crop image_size
-    (timm's crop_pct 0.875); images already at image_size are only normalised."""
-    def one(im):
-        im = im.float()[None] / 255
-        h, w = im.shape[-2:]
-        if (h, w) != (image_size, image_size):
-            short = round(image_size / 0.875)
-            nh, nw = (short, max(short, round(w * short / h))) if h <= w else (max(short, round(h * short / w)), short)
-            im = F.interpolate(im, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-            top, left = (nh - image_size) // 2, (nw - image_size) // 2
-            im = im[..., top:top + image_size, left:left + image_size]
-        return im
-    if torch.is_tensor(images) and images.dim() == 4 and tuple(images.shape[-2:]) == (image_size, image_size):
-        x = images.float() / 255
-    else:
-        x = one(images) if torch.is_tensor(images) and images.dim() == 3 else torch.cat([one(im) for im in images])
-    mean, std = _stats(mean, std, x.device)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
