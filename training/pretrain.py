@@ -163,9 +163,17 @@ class Metrics:
                 kept = [line for line in f if line.endswith("\n") and json.loads(line).get("step", 0) <= resume_step]
         atomic_write(self.path, lambda f: f.write("".join(kept).encode()))
         from torch.utils.tensorboard import SummaryWriter
+        tb_dir = os.path.join(run_dir, "tensorboard")
+        if resume_step is not None and os.path.isdir(tb_dir):
+            # TensorBoard reads event files in name order, and a name starts with its creation second: the
+            # resumed run's file (with the purge) must sort after the killed run's, also within one second
+            stamps = [int(n.split(".")[3]) for n in os.listdir(tb_dir)
+                      if n.startswith("events.out.tfevents.") and n.split(".")[3].isdigit()]
+            while stamps and int(time.time()) <= max(stamps):
+                time.sleep(0.05)
         # purge_step: TensorBoard drops the events a killed run wrote after its checkpoint, so a resumed
         # run's curves have no duplicate steps.
-        self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"),
+        self.tb = SummaryWriter(tb_dir,
                                 purge_step=None if resume_step is None else resume_step + 1)
 
     def log(self, record: dict) -> None:
