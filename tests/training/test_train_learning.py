@@ -82,8 +82,11 @@ LEARNS = {  # method: (extra arguments, kNN margin over init, min std x sqrt(D))
 #   0.129 (215 s; 0.119, 0.120, 0.126, 0.129 over the last 16 epochs), spread 0.71; tau 0.07: 0.123; on
 #   1000 images x 80 epochs: 0.100 -> 0.101. With NCE no run learned (0.104-0.109), and a 10 000-image run
 #   takes ~10 min (the 9-tile jigsaw branch).
-# * DINO: 0.107 -> 0.136 in 159 s (12 epochs, AdamW 1e-3, teacher temperature 0.02, center momentum 0.5; spread
-#   0.81): margin 0.014. The other ~50 settings tried read 0.101-0.127 (LARS, SGD or AdamW; 128-4096
+# * DINO: 0.107 -> 0.1165 (12 epochs, AdamW 1e-3, teacher temperature 0.02, center momentum 0.5), measured
+#   2026-12-06 at b7572d9 and at 2f43b27 alike, and by CI: the 0.136 (159 s, spread 0.81) read when the setting
+#   was chosen does not reproduce with today's packages. Margin 0.005: this pin only catches a run that ends
+#   at or below its init; a collapsed head also reads ~0.12, so DINO's collapse is caught by the teacher-entropy
+#   test (test_train_collapse5.py), not here. The other ~50 settings tried read 0.101-0.127 (LARS, SGD or AdamW; 128-4096
 #   prototypes, BN in the head or not; teacher momentum 0.5-0.996, temperature 0.01-0.1; center momentum 0, 0.5,
 #   0.9; with or without small crops; batch 64 or 256; 12 or 20 epochs), a range that a run whose head collapsed
 #   to uniform also reaches (0.122); this one is above it. It is seed-dependent: seed 1 0.124 -> 0.116, seed 2
@@ -119,7 +122,7 @@ LEARNS_WIDE = {  # method: (extra arguments, kNN margin over init, min std x sqr
               "0.04", "--weight-decay-end", "0.04", "--clip-grad", "3.0", "--warmup-epochs", "3", "--aug.local_views",
               "0", "--hparams.out_dim", "1024", "--hparams.hidden_dim", "512", "--hparams.bottleneck_dim", "128",
               "--hparams.momentum_teacher", "0.99", "--hparams.center_momentum", "0.5", "--hparams.teacher_temp",
-              "0.02", "--hparams.warmup_teacher_temp", "0.02", "--epochs", "12"], 0.014, 0.5),
+              "0.02", "--hparams.warmup_teacher_temp", "0.02", "--epochs", "12"], 0.005, 0.5),
 }
 
 

@@ -1,0 +1,85 @@
+"""Shared by the step-parity tests: clzoo's trainer takes the official trainer's optimizer steps.
+
+A fixture (tests/data/step_parity/<name>.json + <name>.safetensors) is written by the generator script
+beside it, which runs the official repository's own training code (its commit is in the JSON). It holds,
+in clzoo's key names:
+  init/<key>             the method's state_dict before the first step (online, momentum, heads, queue...)
+  views/<step>/<i>       the views of each step's batch, in the order the method takes them (batch["views"])
+  index/<step>           the sample indices of each step's batch (memory-bank methods), optional
+  final/<key>            every tensor of the state_dict after the last step, as the official code left it
+and in the JSON: "argv" (pretrain.py arguments that give clzoo the official setting), "losses" (one per
+step), "total_steps", "steps_per_epoch", "num_samples", "repo", "commit", "atol".
+
+`clzoo_steps` runs the trainer's own `optimizer_step` (training/pretrain.py) on those views: no copy of the
+training loop here."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from safetensors.torch import load_file
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "step_parity")
+
+
+def load_fixture(name: str) -> tuple[dict, dict]:
+    with open(os.path.join(FIXTURES, f"{name}.json")) as f:
+        meta = json.load(f)
+    return meta, load_file(os.path.join(FIXTURES, f"{name}.safetensors"))
+
+
+def _prefixed(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def step_batches(tensors: dict, steps: int) -> list[dict]:
+    batches = []
+    for s in range(steps):
+        views = _prefixed(tensors, f"views/{s}/")
+        batch = {"views": [views[str(i)] for i in range(len(views))]}
+        if f"index/{s}" in tensors:
+            batch["index"] = tensors[f"index/{s}"]
+        batches.append(batch)
+    return batches
+
+
+def clzoo_steps(meta: dict, tensors: dict, tmp_path) -> tuple[list[float], dict]:
+    """(losses, final state_dict) of clzoo's trainer from the fixture's initial state on its views."""
+    from accelerate import Accelerator
+
+    from training.config import load_config
+    from training.methods import TrainInfo
+    from training.pretrain import Schedule, initial_method, make_optimizer, optimizer_step
+
+    cfg = load_config([*meta["argv"], "--output", str(tmp_path / "run")])
+    info = TrainInfo(meta["num_samples"], meta["total_steps"], meta["steps_per_epoch"], cfg["batch_size"],
+                     cfg["seed"])
+    torch.manual_seed(cfg["seed"])
+    method = initial_method(cfg, info, log=lambda *_: None)
+    init = _prefixed(tensors, "init/")
+    result = method.load_state_dict(init, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys, result
+    optimizer = make_optimizer(cfg, method)
+    schedule = Schedule(cfg, meta["total_steps"], meta["steps_per_epoch"])
+    accelerator = Accelerator(cpu=True, mixed_precision="no")
+    method, optimizer = accelerator.prepare(method, optimizer)
+    method.train()
+    losses = []
+    for step, batch in enumerate(step_batches(tensors, len(meta["losses"]))):
+        loss, _ = optimizer_step(accelerator, method, optimizer, [batch], step, cfg, schedule)
+        losses.append(float(loss))
+    return losses, accelerator.unwrap_model(method).state_dict()
+
+
+def assert_matches(meta: dict, tensors: dict, losses: list[float], state: dict) -> None:
+    atol = meta.get("atol", 1e-5)
+    for s, (mine, theirs) in enumerate(zip(losses, meta["losses"])):
+        assert abs(mine - theirs) <= atol, f"step {s}: loss {mine} vs official {theirs}"
+    final = _prefixed(tensors, "final/")
+    assert final, "the fixture has no final tensors"
+    for k, v in final.items():
+        assert k in state, f"{k}: in the official final state, not in clzoo's method"
+        diff = (state[k].float() - v.float()).abs().max().item() if v.numel() else 0.0
+        assert diff <= atol, f"{k}: max |diff| {diff:.3g} > {atol} after {len(losses)} steps"

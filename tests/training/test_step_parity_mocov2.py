@@ -1,0 +1,70 @@
+"""MoCo v2: clzoo's trainer takes the official trainer's 3 optimizer steps (facebookresearch/moco,
+main_moco.py --mlp --moco-t 0.2 --cos; fixture from tests/data/step_parity/gen_mocov2.py).
+
+One difference of bookkeeping, not of the trajectory: builder.py applies the key encoder's momentum update
+at the start of each forward (moco/builder.py:143, `self._momentum_update_key_encoder()` before the key
+forward), clzoo right after each optimizer step (mocov1.py `after_optimizer_step`). Every key forward sees
+the same key encoder (the official first update is a no-op: k = q at init), but after the last step the
+official key encoder still lacks the update with the last query weights. The parity test compares clzoo's
+momentum parameters with the official ones advanced by that pending update (m k + (1 - m) q, builder.py:63);
+the raw comparison is kept as a strict xfail that records the difference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from step_parity import assert_matches, clzoo_steps, load_fixture
+
+pytestmark = pytest.mark.step_parity
+
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _m(meta: dict) -> float:
+    argv = meta["argv"]
+    return float(argv[argv.index("--hparams.m") + 1])
+
+
+def _momentum_params(tensors: dict) -> list[str]:
+    return [k for k in tensors if k.startswith("final/momentum_") and not k.endswith(BUFFERS)]
+
+
+def with_pending_momentum_update(meta: dict, tensors: dict) -> dict:
+    """The fixture with the official key encoder advanced by the update its next forward would start with."""
+    m, out = _m(meta), dict(tensors)
+    for k in _momentum_params(tensors):
+        online = "final/" + k[len("final/momentum_"):]
+        out[k] = tensors[k] * m + tensors[online] * (1.0 - m)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return load_fixture("mocov2")
+
+
+def test_mocov2_step_parity(fixture, tmp_path):
+    meta, tensors = fixture
+    losses, state = clzoo_steps(meta, tensors, tmp_path)
+    assert_matches(meta, with_pending_momentum_update(meta, tensors), losses, state)
+
+
+def test_mocov2_detects_a_perturbed_step(fixture, tmp_path):
+    """The comparison can fail: the same run with another lr does not match the official steps."""
+    meta, tensors = fixture
+    meta = {**meta, "argv": [*meta["argv"], "--lr", "0.11"]}
+    losses, state = clzoo_steps(meta, tensors, tmp_path)
+    with pytest.raises(AssertionError, match=r"step 1: loss"):
+        assert_matches(meta, with_pending_momentum_update(meta, tensors), losses, state)
+
+
+@pytest.mark.xfail(strict=True, reason="the official final key encoder lacks the momentum update with the "
+                   "last step's query weights (moco/builder.py:143 applies it at the start of the next "
+                   "forward); clzoo applies it in after_optimizer_step (training/methods/mocov1.py)")
+def test_mocov2_momentum_encoder_as_the_official_code_left_it(fixture, tmp_path):
+    meta, tensors = fixture
+    _, state = clzoo_steps(meta, tensors, tmp_path)
+    atol = meta["atol"]
+    for k in _momentum_params(tensors):
+        diff = (state[k[len("final/"):]] - tensors[k]).abs().max().item()
+        assert diff <= atol, f"{k[len('final/'):]}: max |diff| {diff:.3g} > {atol}"
