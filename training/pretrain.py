@@ -39,6 +39,7 @@ from training.data import SkipUnreadable, build_dataset, collate
 from training.data.rng import generator, hash64
 from training.data.transforms import build_views
 from training.methods import TrainInfo, build_method, method_class
+from training.modules.losses import fp32
 from training.modules.optim import (build_optimizer, clip_gradients_per_param, cosine_schedule, scaled_lr,
                                     step_schedule)
 from training.monitor import eval_data_config, eval_view, knn_eval
@@ -227,7 +228,7 @@ def optimizer_step(accelerator, method, optimizer, micro_batches, step: int, cfg
             with accelerator.autocast():
                 loss, logs = method(batch, step)
             accelerator.backward(loss / A)
-        loss_sum = loss_sum + loss.detach().float() / A
+        loss_sum = loss_sum + fp32(loss.detach()) / A  # float64 in a float64 (step-parity) run
         for k, v in logs.items():
             logs_acc[k] = logs_acc.get(k, 0.0) + _float(v) / A
     loss_mean = accelerator.reduce(loss_sum, "mean")

@@ -8,7 +8,9 @@ in clzoo's key names:
   index/<step>           the sample indices of each step's batch (memory-bank methods), optional
   final/<key>            every tensor of the state_dict after the last step, as the official code left it
 and in the JSON: "argv" (pretrain.py arguments that give clzoo the official setting), "losses" (one per
-step), "total_steps", "steps_per_epoch", "num_samples", "repo", "commit", "atol".
+step), "total_steps", "steps_per_epoch", "num_samples", "repo", "commit", "atol", and "dtype" (float32, or
+float64 where the official code's own float32 rounding moves a loss by more than atol: both sides then run in
+float64).
 
 `clzoo_steps` runs the trainer's own `optimizer_step` (training/pretrain.py) on those views: no copy of the
 training loop here."""
@@ -59,6 +61,8 @@ def clzoo_steps(meta: dict, tensors: dict, tmp_path) -> tuple[list[float], dict]
     torch.manual_seed(cfg["seed"])
     method = initial_method(cfg, info, log=lambda *_: None)
     init = _prefixed(tensors, "init/")
+    if any(v.dtype == torch.float64 for v in init.values()):
+        method.double()  # a float64 fixture: where float32 rounding alone exceeds atol (see its JSON "dtype")
     result = method.load_state_dict(init, strict=True)
     assert not result.missing_keys and not result.unexpected_keys, result
     optimizer = make_optimizer(cfg, method)
@@ -73,13 +77,22 @@ def clzoo_steps(meta: dict, tensors: dict, tmp_path) -> tuple[list[float], dict]
     return losses, accelerator.unwrap_model(method).state_dict()
 
 
-def assert_matches(meta: dict, tensors: dict, losses: list[float], state: dict) -> None:
+def assert_matches(meta: dict, tensors: dict, losses: list[float], state: dict) -> tuple[float, float]:
+    """Asserts every loss and every final tensor within the fixture's atol; returns and prints (max |loss diff|,
+    max |tensor diff|), the numbers of README's step-parity table (`pytest -m step_parity -s`)."""
     atol = meta.get("atol", 1e-5)
+    loss_diff = 0.0
     for s, (mine, theirs) in enumerate(zip(losses, meta["losses"])):
         assert abs(mine - theirs) <= atol, f"step {s}: loss {mine} vs official {theirs}"
+        loss_diff = max(loss_diff, abs(mine - theirs))
     final = _prefixed(tensors, "final/")
     assert final, "the fixture has no final tensors"
+    tensor_diff = 0.0
     for k, v in final.items():
         assert k in state, f"{k}: in the official final state, not in clzoo's method"
-        diff = (state[k].float() - v.float()).abs().max().item() if v.numel() else 0.0
+        diff = (state[k].double() - v.double()).abs().max().item() if v.numel() else 0.0
         assert diff <= atol, f"{k}: max |diff| {diff:.3g} > {atol} after {len(losses)} steps"
+        tensor_diff = max(tensor_diff, diff)
+    print(f"step parity {meta['repo']} @ {meta['commit'][:8]} ({meta.get('dtype', 'float32')}, {len(losses)} steps, "
+          f"{len(final)} tensors): max |loss diff| {loss_diff:.2e}, max |tensor diff| {tensor_diff:.2e}")
+    return loss_diff, tensor_diff

@@ -15,11 +15,16 @@ import torch.nn.functional as F
 from .dist import all_reduce_sum, global_batch_norm, world_size
 
 
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in at least fp32: half precision is upcast, a float64 run (the step-parity fixtures) stays float64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def info_nce(q: torch.Tensor, k_pos: torch.Tensor, k_neg: torch.Tensor, tau: float) -> torch.Tensor:
     """MoCo's InfoNCE: logits [q.k+, q.k-] / tau with the positive at index 0 (moco/builder.py).
 
     q, k_pos: (B, D); k_neg: (K, D) negatives shared by every query."""
-    q, k_pos, k_neg = q.float(), k_pos.float(), k_neg.float()
+    q, k_pos, k_neg = fp32(q), fp32(k_pos), fp32(k_neg)
     l_pos = (q * k_pos).sum(1, keepdim=True)
     l_neg = q @ k_neg.T
     logits = torch.cat((l_pos, l_neg), 1) / tau
@@ -37,7 +42,7 @@ def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, tau: float, z_a_all: torch.Ten
     (The TF code returns loss_a + loss_b, i.e. twice this value; the gradient direction is the same.)"""
     z_a_all = z_a if z_a_all is None else z_a_all
     z_b_all = z_b if z_b_all is None else z_b_all
-    z_a, z_b, z_a_all, z_b_all = z_a.float(), z_b.float(), z_a_all.float(), z_b_all.float()
+    z_a, z_b, z_a_all, z_b_all = fp32(z_a), fp32(z_b), fp32(z_a_all), fp32(z_b_all)
     B = len(z_a)
     labels = torch.arange(B, device=z_a.device) + offset
     self_mask = F.one_hot(labels, len(z_a_all)).bool()
@@ -57,8 +62,8 @@ def nce_binary(s_pos: torch.Tensor, s_neg: torch.Tensor, tau: float, n_data: int
     -[log h_pos + sum_neg log(1 - h_neg)] averaged over the batch. s_pos: (B,), s_neg: (B, m)."""
     m = s_neg.shape[1]
     Pn = 1.0 / n_data
-    p_pos = torch.exp(s_pos.float() / tau) / Z
-    p_neg = torch.exp(s_neg.float() / tau) / Z
+    p_pos = torch.exp(fp32(s_pos) / tau) / Z
+    p_neg = torch.exp(fp32(s_neg) / tau) / Z
     eps = 1e-7  # lemniscate's eps
     log_h_pos = torch.log(p_pos / (p_pos + m * Pn + eps))
     log_1m_h_neg = torch.log(m * Pn / (p_neg + m * Pn + eps))
@@ -67,27 +72,27 @@ def nce_binary(s_pos: torch.Tensor, s_neg: torch.Tensor, tau: float, n_data: int
 
 def nce_z_estimate(s: torch.Tensor, tau: float, n_data: int) -> torch.Tensor:
     """Monte-Carlo estimate of InstDisc's normaliser from a batch of scores: Z = mean(exp(s / tau)) * n."""
-    return torch.exp(s.detach().float() / tau).mean() * n_data
+    return torch.exp(fp32(s.detach()) / tau).mean() * n_data
 
 
 def contrastive_in_batch(q: torch.Tensor, k_all: torch.Tensor, tau: float, offset: int = 0) -> torch.Tensor:
     """MoCo v3's `contrastive_loss` (moco-v3 moco/builder.py): CE(norm(q) . norm(k_all)^T / tau, labels
     arange(B) + offset) x 2 tau. `k_all`: keys of every process (gathered, no gradient); this process's
     queries match the keys at `offset` = rank x B."""
-    q, k_all = F.normalize(q.float(), dim=1), F.normalize(k_all.float(), dim=1)
+    q, k_all = F.normalize(fp32(q), dim=1), F.normalize(fp32(k_all), dim=1)
     labels = torch.arange(len(q), device=q.device) + offset
     return F.cross_entropy(q @ k_all.T / tau, labels) * (2 * tau)
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """SimSiam's D(p, z) = -cos(p, sg(z)), averaged over the batch (simsiam main_simsiam.py)."""
-    return -F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
+    return -F.cosine_similarity(fp32(p), fp32(z.detach()), dim=1).mean()
 
 
 def byol_regression(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL's ||norm(p) - norm(sg(z))||^2 = 2 - 2 cos(p, z), averaged over the batch (byol
     utils/helpers.regression_loss)."""
-    return (2 - 2 * F.cosine_similarity(p.float(), z.detach().float(), dim=1)).mean()
+    return (2 - 2 * F.cosine_similarity(fp32(p), fp32(z.detach()), dim=1)).mean()
 
 
 def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float) -> torch.Tensor:
@@ -112,7 +117,7 @@ def swapped_prediction(scores: list[torch.Tensor], codes: dict[int, torch.Tensor
         sub = 0.0
         for v, x in enumerate(scores):
             if v != s:
-                sub = sub - (q * F.log_softmax(x.float() / tau, dim=1)).sum(1).mean()
+                sub = sub - (q * F.log_softmax(fp32(x) / tau, dim=1)).sum(1).mean()
         loss = loss + sub / (len(scores) - 1)
     return loss / len(codes)
 
@@ -127,6 +132,6 @@ def dino_cross_entropy(student: list[torch.Tensor], teacher: list[torch.Tensor])
         for v, s in enumerate(student):
             if v == iq:
                 continue
-            total = total + (-t * F.log_softmax(s.float(), dim=-1)).sum(-1).mean()
+            total = total + (-t * F.log_softmax(fp32(s), dim=-1)).sum(-1).mean()
             terms += 1
     return total / terms

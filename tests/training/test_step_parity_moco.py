@@ -1,5 +1,6 @@
-"""MoCo v2: clzoo's trainer takes the official trainer's 3 optimizer steps (facebookresearch/moco,
-main_moco.py --mlp --moco-t 0.2 --cos; fixture from tests/data/step_parity/gen_mocov2.py).
+"""MoCo v1 and v2: clzoo's trainer takes the official trainer's 3 optimizer steps (facebookresearch/moco,
+main_moco.py; v2 with --mlp --moco-t 0.2 --cos, v1 with the step schedule; fixtures from
+tests/data/step_parity/gen_moco.py).
 
 One difference of bookkeeping, not of the trajectory: builder.py applies the key encoder's momentum update
 at the start of each forward (moco/builder.py:143, `self._momentum_update_key_encoder()` before the key
@@ -38,18 +39,18 @@ def with_pending_momentum_update(meta: dict, tensors: dict) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def fixture():
-    return load_fixture("mocov2")
+@pytest.fixture(scope="module", params=["mocov1", "mocov2"])
+def fixture(request):
+    return load_fixture(request.param)
 
 
-def test_mocov2_step_parity(fixture, tmp_path):
+def test_moco_step_parity(fixture, tmp_path):
     meta, tensors = fixture
     losses, state = clzoo_steps(meta, tensors, tmp_path)
     assert_matches(meta, with_pending_momentum_update(meta, tensors), losses, state)
 
 
-def test_mocov2_detects_a_perturbed_step(fixture, tmp_path):
+def test_moco_detects_a_perturbed_step(fixture, tmp_path):
     """The comparison can fail: the same run with another lr does not match the official steps."""
     meta, tensors = fixture
     meta = {**meta, "argv": [*meta["argv"], "--lr", "0.11"]}
@@ -61,7 +62,7 @@ def test_mocov2_detects_a_perturbed_step(fixture, tmp_path):
 @pytest.mark.xfail(strict=True, reason="the official final key encoder lacks the momentum update with the "
                    "last step's query weights (moco/builder.py:143 applies it at the start of the next "
                    "forward); clzoo applies it in after_optimizer_step (training/methods/mocov1.py)")
-def test_mocov2_momentum_encoder_as_the_official_code_left_it(fixture, tmp_path):
+def test_moco_momentum_encoder_as_the_official_code_left_it(fixture, tmp_path):
     meta, tensors = fixture
     _, state = clzoo_steps(meta, tensors, tmp_path)
     atol = meta["atol"]

@@ -1,9 +1,12 @@
-"""Writes mocov2.safetensors + mocov2.json: 3 optimizer steps of the official MoCo v2 trainer
-(facebookresearch/moco: moco/builder.py `MoCo(..., mlp=True)`, T 0.2, main_moco.py `train` and
-`adjust_learning_rate` with `--cos`), in the format of tests/training/step_parity.py.
+"""Writes <variant>.safetensors + <variant>.json: 3 optimizer steps of the official MoCo trainer
+(facebookresearch/moco: moco/builder.py `MoCo`, main_moco.py `train` and `adjust_learning_rate`), in the
+format of tests/training/step_parity.py. Variants:
+  mocov2  `--mlp --moco-t 0.2 --cos`            (the MoCo v2 recipe)
+  mocov1  no MLP, T 0.07, `--schedule 1 2`      (the v1 defaults; the step schedule's milestones at epochs 1, 2)
 
-    git --git-dir=MIRROR archive COMMIT | tar -x -C /tmp/moco_src
-    python tests/data/step_parity/gen_mocov2.py /tmp/moco_src COMMIT
+    git --git-dir=MIRROR archive COMMIT   # 7397dfe1: the repository's HEAD is an empty tree | tar -x -C /tmp/moco_src
+    python tests/data/step_parity/gen_moco.py /tmp/moco_src COMMIT mocov2
+    python tests/data/step_parity/gen_moco.py /tmp/moco_src COMMIT mocov1
 
 The official modules are imported from that extracted copy (argv[1]); nothing of them lives in this
 repository. Run in the project venv, on CPU, in one gloo process (the builder's `concat_all_gather` and
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import torch
@@ -32,18 +34,29 @@ from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHANNELS = [8, 16, 32, 64]
-DIM, K, M, T = 32, 32, 0.99, 0.2
+DIM, K, M = 32, 32, 0.99
+VARIANTS = {  # variant: (mlp, T, cos, schedule (epochs), clzoo schedule arguments, dtype)
+    "mocov2": (True, 0.2, True, [], ["--lr-schedule", "cosine", "--min-lr", "0"], torch.float32),
+    # float64: at T 0.07 float32 rounding alone moves the official losses by 1.7e-5 by step 3 (the official code
+    # against itself, 1 thread vs 2), above the 1e-5 the test asserts
+    "mocov1": (False, 0.07, False, [1, 2], ["--lr-schedule", "step", "--lr-milestones", "[0.25,0.5]",
+                                          "--lr-gamma", "[0.1,0.01]"], torch.float64),
+}
 BATCH, SIZE, STEPS, EPOCHS = 8, 32, 3, 4
 LR, MOMENTUM, WD = 0.03, 0.9, 1e-4
 SEED = 0
 PORT = 29517
 
-ARGV = ["--method", "mocov2", "--model", "resnet18", "--model-args.channels", json.dumps(CHANNELS),
-        "--image-size", str(SIZE), "--batch-size", str(BATCH), "--epochs", str(EPOCHS), "--seed", str(SEED),
-        "--optimizer", "sgd", "--lr", str(LR), "--lr-scaling", "none", "--lr-schedule", "cosine",
-        "--warmup-epochs", "0", "--min-lr", "0", "--weight-decay", str(WD), "--momentum", str(MOMENTUM),
-        "--mixed-precision", "no", "--channels-last", "false", "--hparams.dim", str(DIM), "--hparams.K", str(K), "--hparams.m", str(M),
-        "--hparams.tau", str(T), "--hparams.bn_splits", "1"]
+
+
+def clzoo_argv(variant: str) -> list:
+    T, schedule_args = VARIANTS[variant][1], VARIANTS[variant][4]
+    return ["--method", variant, "--model", "resnet18", "--model-args.channels", json.dumps(CHANNELS),
+            "--image-size", str(SIZE), "--batch-size", str(BATCH), "--epochs", str(EPOCHS), "--seed", str(SEED),
+            "--optimizer", "sgd", "--lr", str(LR), "--lr-scaling", "none", *schedule_args,
+            "--warmup-epochs", "0", "--weight-decay", str(WD), "--momentum", str(MOMENTUM),
+            "--mixed-precision", "no", "--channels-last", "false", "--hparams.dim", str(DIM), "--hparams.K", str(K),
+            "--hparams.m", str(M), "--hparams.tau", str(T), "--hparams.bn_splits", "1"]
 
 
 class NarrowResNet18(tv_resnet.ResNet):
@@ -62,8 +75,9 @@ def clzoo_key(name: str) -> str:
     """builder.py's state_dict names -> clzoo MoCo's (training/methods/mocov1.py)."""
     enc, rest = name.split(".", 1)
     online = {"encoder_q": "", "encoder_k": "momentum_"}[enc]
-    if rest.startswith("fc."):  # --mlp: fc = Sequential(Linear, ReLU, Linear) -> projector 0 / 2
-        return f"{online}projector.{rest[3:]}"
+    if rest.startswith("fc."):  # v1: fc = Linear -> projector.0; --mlp: Sequential(Linear, ReLU, Linear) -> 0 / 2
+        rest = rest[3:] if "." in rest[3:] else "0." + rest[3:]
+        return f"{online}projector.{rest}"
     return f"{online}backbone.{rest}"
 
 
@@ -93,12 +107,8 @@ class RecordingCE(nn.CrossEntropyLoss):
 
 
 def main():
-    src = os.path.abspath(sys.argv[1])
-    if len(sys.argv) > 2:
-        commit = sys.argv[2]
-    else:
-        commit = subprocess.run(["git", "-C", src, "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
+    src, commit, variant = os.path.abspath(sys.argv[1]), sys.argv[2], sys.argv[3]
+    mlp, T, cos, schedule, _, dtype = VARIANTS[variant]
     sys.path.insert(0, src)
     import argparse
 
@@ -110,17 +120,18 @@ def main():
     # transposed tensor; it takes no part in the step, so it is replaced by zeros.
     main_moco.accuracy = lambda output, target, topk=(1,): [torch.zeros(1) for _ in topk]
     torch.set_num_threads(1)
+    torch.set_default_dtype(dtype)  # the model, the queue and the views
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{PORT}", rank=0, world_size=1)
 
     torch.manual_seed(SEED)
-    model = moco.builder.MoCo(NarrowResNet18, DIM, K, M, T, True)
+    model = moco.builder.MoCo(NarrowResNet18, DIM, K, M, T, mlp)
     init = clzoo_state(model)
     model = torch.nn.parallel.DistributedDataParallel(model)  # main_moco.py: DDP only
 
     gen = torch.Generator().manual_seed(1234)
     views = [[torch.randn(BATCH, 3, SIZE, SIZE, generator=gen) for _ in range(2)] for _ in range(STEPS)]
 
-    args = argparse.Namespace(lr=LR, cos=True, epochs=EPOCHS, schedule=[], gpu=None, print_freq=10 ** 9)
+    args = argparse.Namespace(lr=LR, cos=cos, epochs=EPOCHS, schedule=schedule, gpu=None, print_freq=10 ** 9)
     criterion = RecordingCE()
     optimizer = torch.optim.SGD(model.parameters(), args.lr, momentum=MOMENTUM, weight_decay=WD)
     lrs = []
@@ -137,10 +148,10 @@ def main():
         tensors[f"views/{s}/0"] = v_q.contiguous()
         tensors[f"views/{s}/1"] = v_k.contiguous()
     tensors.update({f"final/{k}": v for k, v in final.items()})
-    save_file(tensors, os.path.join(HERE, "mocov2.safetensors"))
+    save_file(tensors, os.path.join(HERE, f"{variant}.safetensors"))
 
     meta = {
-        "argv": ARGV,
+        "argv": clzoo_argv(variant),
         "losses": criterion.losses,
         "total_steps": EPOCHS,
         "steps_per_epoch": 1,
@@ -148,12 +159,13 @@ def main():
         "repo": "facebookresearch/moco",
         "commit": commit,
         "atol": 1e-5,
+        "dtype": str(dtype).replace("torch.", ""),
         "official": {
             "files": ["moco/builder.py", "main_moco.py"],
-            "builder": f"moco.builder.MoCo(NarrowResNet18, dim={DIM}, K={K}, m={M}, T={T}, mlp=True)",
+            "builder": f"moco.builder.MoCo(NarrowResNet18, dim={DIM}, K={K}, m={M}, T={T}, mlp={mlp})",
             "encoder": f"torchvision ResNet(BasicBlock, [2,2,2,2]), stem 64, stage widths {CHANNELS}",
-            "args": {"lr": LR, "cos": True, "epochs": EPOCHS, "momentum": MOMENTUM, "weight_decay": WD,
-                     "batch_size": BATCH, "moco_dim": DIM, "moco_k": K, "moco_m": M, "moco_t": T, "mlp": True},
+            "args": {"lr": LR, "cos": cos, "schedule": schedule, "epochs": EPOCHS, "momentum": MOMENTUM, "weight_decay": WD,
+                     "batch_size": BATCH, "moco_dim": DIM, "moco_k": K, "moco_m": M, "moco_t": T, "mlp": mlp},
             "lrs": lrs,
             "loop": "main_worker's `for epoch: adjust_learning_rate; train` with one batch per epoch, "
                     "3 epochs; main_moco.train and main_moco.adjust_learning_rate called as they are",
@@ -170,7 +182,7 @@ def main():
                     "queue (dim, K) -> queue.queue transposed (K, dim), queue_ptr (1,) -> queue.ptr ()",
         },
     }
-    with open(os.path.join(HERE, "mocov2.json"), "w") as f:
+    with open(os.path.join(HERE, f"{variant}.json"), "w") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")
     print(json.dumps({"losses": meta["losses"], "lrs": lrs, "tensors": len(tensors)}))
