@@ -208,7 +208,12 @@ def load_config(argv: list[str] | None = None) -> dict:
     if not method:
         raise ConfigError(f"no method: pass --method (one of {', '.join(METHODS)}) or a --config with a "
                           "`method:` key")
-    cfg = _merge(DEFAULTS, method_recipe(method), f"configs/{method}.yaml")
+    recipe = method_recipe(method)
+    model = cli.get("model") or file_cfg.get("model")
+    if model and model != recipe.get("model"):
+        # the recipe's model_args (DINO's drop_path_rate, MoCo v3's 12 heads) belong to the recipe's model
+        recipe = {k: v for k, v in recipe.items() if k != "model_args"}
+    cfg = _merge(DEFAULTS, recipe, f"configs/{method}.yaml")
     cfg = _merge(cfg, file_cfg, config_path or "")
     cfg = _merge(cfg, cli, "the command line")
     cfg["method"] = method

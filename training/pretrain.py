@@ -130,6 +130,9 @@ def initial_method(cfg: dict, info: TrainInfo, log=print, resuming: bool = False
     official = None if resuming else official_checkpoint(cfg, log)
     backbone = (_check_encoder(official.online.backbone, cfg) if official is not None
                 else build_backbone(cfg, weights=not resuming))
+    init_random = getattr(method_class(cfg["method"]), "init_random_backbone", None)
+    if init_random is not None and official is None and not cfg["init_from"] and not resuming:
+        init_random(backbone)  # the official code's own initialisation (MoCo v3's vits.py), before any copy
     if cfg["channels_last"]:
         backbone = backbone.to(memory_format=torch.channels_last)
     method = build_method(cfg["method"], backbone, info, **cfg["hparams"])

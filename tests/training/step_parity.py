@@ -36,6 +36,25 @@ def _prefixed(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def momentum_params(tensors: dict) -> list[str]:
+    """The fixture's final momentum-encoder parameters (not its BN buffers, which its own forward updates)."""
+    return [k for k in tensors if k.startswith("final/momentum_") and not k.endswith(BUFFERS)]
+
+
+def with_pending_momentum_update(tensors: dict, m: float) -> dict:
+    """The fixture with the official momentum encoder advanced by the update the official code applies at the
+    start of the next forward (MoCo v1/v2 and v3 builder.py: m k + (1 - m) q), which clzoo applies right after
+    each optimizer step (`after_optimizer_step`): the same sequence, one call earlier."""
+    out = dict(tensors)
+    for k in momentum_params(tensors):
+        online = "final/" + k[len("final/momentum_"):]
+        out[k] = tensors[k] * m + tensors[online] * (1.0 - m)
+    return out
+
+
 def step_batches(tensors: dict, steps: int) -> list[dict]:
     batches = []
     for s in range(steps):

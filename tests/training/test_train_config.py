@@ -39,3 +39,17 @@ def test_unknown_keys_suggest_close_matches():
         load_config(["--method", "simclr", "--optimizer", "adam"])
     with pytest.raises(ConfigError, match="divisible"):
         load_config(["--method", "simclr", "--batch-size", "10", "--grad-accum", "3"])
+
+
+def test_recipe_model_args_belong_to_the_recipe_model():
+    """MoCo v3's recipe builds vits.py's ViT-S (12 heads, timm's vit_small has 6); another --model starts from
+    no model_args, so `--model resnet18` does not receive num_heads."""
+    from training.pretrain import build_backbone
+    cfg = load_config(["--method", "mocov3", "--image-size", "32", "--output", "/tmp/unused"])
+    assert cfg["model_args"] == {"num_heads": 12}
+    vit = build_backbone(cfg, weights=False)
+    assert (vit.blocks[0].attn.num_heads, vit.embed_dim, len(vit.blocks)) == (12, 384, 12)
+    assert load_config(["--method", "mocov3", "--model", "resnet18", "--output", "/tmp/unused"])["model_args"] == {}
+    cfg = load_config(["--method", "dino", "--model", "resnet18", "--model-args.channels", "[8,16,32,64]",
+                       "--output", "/tmp/unused"])
+    assert cfg["model_args"] == {"channels": [8, 16, 32, 64]}  # not DINO's drop_path_rate

@@ -443,3 +443,28 @@ def test_param_groups_of_the_recipes():
     kinds = [type(x).__name__ for x in ss.projector]
     assert kinds[-2:] == ["Linear", "BatchNorm1d"] and not ss.projector[-1].affine  # no BN on the predictor out
     assert type(ss.predictor[-1]).__name__ == "Linear"
+
+
+def test_mocov3_random_vit_gets_the_vits_py_initialisation(tmp_path):
+    """vits.py's init (VisionTransformerMoCo.__init__) on a random ViT, not timm's trunc-normal: qkv as three
+    D x D Xavier-uniform blocks, every other Linear Xavier-uniform, zero biases, cls token N(0, 1e-6), patch
+    projection Xavier-uniform (initial_method skips it for --init-from and --resume)."""
+    import math
+
+    from training.config import load_config
+    from training.pretrain import initial_method
+    cfg = load_config(["--method", "mocov3", "--model", "vit_tiny_patch16_224", "--image-size", "32",
+                       "--hparams.mlp_dim", "16", "--hparams.dim", "8", "--output", str(tmp_path)])
+    vit = initial_method(cfg, INFO, log=lambda *_: None).backbone
+    D = vit.embed_dim
+    qkv = vit.blocks[0].attn.qkv.weight
+    bound = math.sqrt(6 / (D + D))
+    assert qkv.abs().max() <= bound and qkv.abs().max() > 0.98 * bound  # timm's trunc-normal(0.02) is < 0.04
+    assert abs(qkv.std().item() - bound / math.sqrt(3)) < 0.05 * bound
+    fc1 = vit.blocks[0].mlp.fc1.weight
+    xavier = math.sqrt(6 / (fc1.shape[0] + fc1.shape[1]))
+    assert fc1.abs().max() <= xavier and fc1.abs().max() > 0.98 * xavier
+    assert all(m.bias.abs().max() == 0 for m in vit.modules() if isinstance(m, torch.nn.Linear))
+    assert vit.cls_token.abs().max() < 1e-5
+    proj = vit.patch_embed.proj.weight
+    assert proj.abs().max() <= math.sqrt(6 / (3 * 16 * 16 + D)) and vit.patch_embed.proj.bias.abs().max() == 0

@@ -15,19 +15,21 @@ Keys of every process are gathered without gradient; m rises from m0 to 1 with a
 (`--moco-m-cos`). Heads (builder.py `_build_mlp`, all Linear bias-free, BN after each layer):
 ResNet: projector 2 layers D-4096-256 with last BN(affine=False), predictor 2 layers 256-4096-256 without
 last BN; ViT: projector 3 layers, predictor with the last BN. For a ViT backbone (vits.py): the 2-D sin-cos
-position embedding, fixed, and (`stop_grad_conv1`) the random patch projection frozen. Not reproduced:
-vits.py's custom weight init (timm's default init is kept). Weight decay: the ResNet recipe's LARS skips
+position embedding, fixed, and (`stop_grad_conv1`) the random patch projection frozen. A random ViT
+gets vits.py's initialisation (`mocov3_vit_init_`), not timm's. Weight decay: the ResNet recipe's LARS skips
 biases and norms; the ViT recipe's AdamW decays every parameter (main_moco.py), chosen per backbone.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
 
 from ..modules.dist import gather_no_grad, rank
 from ..modules.heads import MLPHead
-from ..modules.losses import contrastive_in_batch
+from ..modules.losses import contrastive_in_batch, fp32
 from ..modules.momentum import ema_update, momentum_copy, momentum_schedule
 from ..modules.optim import split_decay
 from .official import OfficialLayout, linear_out_dims, load_official
@@ -47,6 +49,28 @@ def mocov3_vit_(vit: nn.Module, stop_grad_conv1: bool = True) -> None:
     if stop_grad_conv1:
         for p in vit.patch_embed.proj.parameters():
             p.requires_grad = False
+
+
+@torch.no_grad()
+def mocov3_vit_init_(vit: nn.Module) -> None:
+    """vits.py's initialisation of a random ViT (VisionTransformerMoCo.__init__), replacing timm's: every
+    Linear Xavier-uniform with zero bias, the qkv projection as three (D, D) matrices (bound sqrt(6 / (D + D))
+    instead of the fused (3D, D) one's), the patch projection Xavier-uniform over its 3 p^2 inputs, and the
+    class token N(0, 1e-6)."""
+    for name, m in vit.named_modules():
+        if isinstance(m, nn.Linear):
+            if "qkv" in name:
+                bound = math.sqrt(6.0 / (m.weight.shape[0] // 3 + m.weight.shape[1]))
+                nn.init.uniform_(m.weight, -bound, bound)
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.normal_(vit.cls_token, std=1e-6)
+    proj = vit.patch_embed.proj
+    bound = math.sqrt(6.0 / (proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1] + proj.out_channels))
+    nn.init.uniform_(proj.weight, -bound, bound)
+    nn.init.zeros_(proj.bias)
 
 
 def _official_hparams(ckpt) -> dict:
@@ -76,13 +100,19 @@ class MoCoV3(nn.Module):
         self.momentum_projector = momentum_copy(self.projector)
         self.m = momentum_schedule(m, info.total_steps)
 
+    @staticmethod
+    def init_random_backbone(backbone: nn.Module) -> None:
+        """Called by the trainer on a random (not --init-from) backbone before the method is built."""
+        if is_vit(backbone):
+            mocov3_vit_init_(backbone)
+
     def forward(self, batch: dict, step: int):
         x1, x2 = batch["views"][:2]
         q1 = self.predictor(self.projector(self.backbone(x1)))
         q2 = self.predictor(self.projector(self.backbone(x2)))
         with torch.no_grad():
-            k1 = gather_no_grad(self.momentum_projector(self.momentum_backbone(x1)).float())
-            k2 = gather_no_grad(self.momentum_projector(self.momentum_backbone(x2)).float())
+            k1 = gather_no_grad(fp32(self.momentum_projector(self.momentum_backbone(x1))))
+            k2 = gather_no_grad(fp32(self.momentum_projector(self.momentum_backbone(x2))))
         offset = rank() * len(x1)
         loss = contrastive_in_batch(q1, k2, self.tau, offset) + contrastive_in_batch(q2, k1, self.tau, offset)
         return loss, {"m": float(self.m[step])}

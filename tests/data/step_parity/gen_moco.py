@@ -29,11 +29,11 @@ import sys
 
 import torch
 import torch.nn as nn
-import torchvision.models.resnet as tv_resnet
 from safetensors.torch import save_file
 
+from narrow_resnet import CHANNELS, NarrowResNet18
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-CHANNELS = [8, 16, 32, 64]
 DIM, K, M = 32, 32, 0.99
 VARIANTS = {  # variant: (mlp, T, cos, schedule (epochs), clzoo schedule arguments, dtype)
     "mocov2": (True, 0.2, True, [], ["--lr-schedule", "cosine", "--min-lr", "0"], torch.float32),
@@ -57,18 +57,6 @@ def clzoo_argv(variant: str) -> list:
             "--warmup-epochs", "0", "--weight-decay", str(WD), "--momentum", str(MOMENTUM),
             "--mixed-precision", "no", "--channels-last", "false", "--hparams.dim", str(DIM), "--hparams.K", str(K),
             "--hparams.m", str(M), "--hparams.tau", str(T), "--hparams.bn_splits", "1"]
-
-
-class NarrowResNet18(tv_resnet.ResNet):
-    """torchvision's ResNet-18 with stage widths CHANNELS instead of 64-128-256-512."""
-
-    def __init__(self, num_classes: int = 1000):
-        self._widths = dict(zip((64, 128, 256, 512), CHANNELS))
-        super().__init__(tv_resnet.BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
-        self.fc = nn.Linear(CHANNELS[-1] * tv_resnet.BasicBlock.expansion, num_classes)
-
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
-        return super()._make_layer(block, self._widths[planes], blocks, stride, dilate)
 
 
 def clzoo_key(name: str) -> str:

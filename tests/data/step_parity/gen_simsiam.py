@@ -25,11 +25,11 @@ import sys
 
 import torch
 import torch.nn as nn
-import torchvision.models.resnet as tv_resnet
 from safetensors.torch import save_file
 
+from narrow_resnet import CHANNELS, NarrowResNet18
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-CHANNELS = [8, 16, 32, 64]
 DIM, PRED_DIM = 32, 8
 BATCH, SIZE, STEPS, EPOCHS = 8, 32, 3, 4
 LR, MOMENTUM, WD = 1.6, 0.9, 1e-4  # main_simsiam.py: init_lr = lr x batch / 256 = 0.05, the recipe's lr at 256
@@ -46,19 +46,6 @@ def clzoo_argv(fix_pred_lr: bool) -> list:
             "--mixed-precision", "no", "--channels-last", "false", "--hparams.dim", str(DIM),
             "--hparams.pred_dim", str(PRED_DIM), "--hparams.proj_layers", "3",
             "--hparams.fix_pred_lr", json.dumps(fix_pred_lr)]
-
-
-class NarrowResNet18(tv_resnet.ResNet):
-    """torchvision's ResNet-18 with stage widths CHANNELS instead of 64-128-256-512."""
-
-    def __init__(self, num_classes: int = 1000, zero_init_residual: bool = False):
-        self._widths = dict(zip((64, 128, 256, 512), CHANNELS))
-        super().__init__(tv_resnet.BasicBlock, [2, 2, 2, 2], num_classes=num_classes,
-                         zero_init_residual=zero_init_residual)
-        self.fc = nn.Linear(CHANNELS[-1] * tv_resnet.BasicBlock.expansion, num_classes)
-
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
-        return super()._make_layer(block, self._widths[planes], blocks, stride, dilate)
 
 
 def clzoo_state(model) -> dict:
