@@ -8,7 +8,8 @@ in clzoo's key names:
   index/<step>           the sample indices of each step's batch (memory-bank methods), optional
   final/<key>            every tensor of the state_dict after the last step, as the official code left it
 and in the JSON: "argv" (pretrain.py arguments that give clzoo the official setting), "losses" (one per
-step), "total_steps", "steps_per_epoch", "num_samples", "repo", "commit", "atol", and "dtype" (float32, or
+step), "total_steps", "steps_per_epoch", "num_samples", "repo", "commit", "atol", optionally "first_step" (the global step of the first
+fixture step, for schedules read past their warmup), and "dtype" (float32, or
 float64 where the official code's own float32 rounding moves a loss by more than atol: both sides then run in
 float64).
 
@@ -90,7 +91,8 @@ def clzoo_steps(meta: dict, tensors: dict, tmp_path) -> tuple[list[float], dict]
     method, optimizer = accelerator.prepare(method, optimizer)
     method.train()
     losses = []
-    for step, batch in enumerate(step_batches(tensors, len(meta["losses"]))):
+    for s, batch in enumerate(step_batches(tensors, len(meta["losses"]))):
+        step = meta.get("first_step", 0) + s
         loss, _ = optimizer_step(accelerator, method, optimizer, [batch], step, cfg, schedule)
         losses.append(float(loss))
     return losses, accelerator.unwrap_model(method).state_dict()

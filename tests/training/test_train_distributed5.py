@@ -36,6 +36,10 @@ def test_two_processes_match_one_methods5(tmp_path):
                 assert torch.allclose(ga, gb, atol=1e-5), (name, (ga - gb).abs().max())
         for k, v in a[f"{name}_state"].items():  # weights, momentum encoders, center, prototypes after 2 steps
             assert torch.allclose(v.float(), b[f"{name}_state"][k].float(), atol=1e-5), (name, k)
+    # Barlow Twins' default gradient is main.py's: 1/W of the global loss's (the same value of the loss)
+    for ga, g1, g2 in zip(a["barlow_grads"], a["barlow_official_grads"], b["barlow_official_grads"]):
+        assert torch.equal(ga, g1) and torch.allclose(g2, ga / 2, atol=1e-6)
+    assert abs(b["barlow_official_losses"][0] - a["barlow_losses"][0]) < 1e-5
     # the center did move, from the teacher outputs of both processes
     assert b["dino_state"]["center"].abs().sum() > 0
     assert a["swav_grads"][-1] is None  # prototypes frozen in step 0 (half an epoch), trained in step 1

@@ -92,7 +92,9 @@ def methods5(out, out_path, sl, W):
         out[f"{name}_losses"], out[f"{name}_state"] = losses, method.state_dict()
 
     torch.manual_seed(4)
-    two_steps("barlow", BarlowTwins(Flat(), info, lambd=0.05, proj_dims=(12,)), 0)
+    two_steps("barlow", BarlowTwins(Flat(), info, lambd=0.05, proj_dims=(12,), grad_scale="invariant"), 0)
+    torch.manual_seed(4)
+    two_steps("barlow_official", BarlowTwins(Flat(), info, lambd=0.05, proj_dims=(12,)), 0)
     torch.manual_seed(5)
     swav = SwAV(Flat(), info, dim=8, hidden_mlp=0, nmb_prototypes=6, freeze_prototypes_epochs=0.5)
     two_steps("swav", swav, 2)

@@ -12,6 +12,11 @@ Algorithm 1 of the paper, line by line:
 Projector 8192-8192-8192: Linear(no bias)-BN-ReLU twice, then Linear(no bias). LARS with two lrs:
 `lr` for the weights and lr x bias_lr_scale (0.0048 / 0.2) for biases and BN parameters, which get neither
 weight decay nor the trust ratio (main.py `LARS(..., weight_decay_filter, lars_adaptation_filter)`).
+
+Gradient scale (`grad_scale`). main.py all-reduces C outside autograd, so each process back-propagates only
+its own samples' part of the global loss and DDP averages: the gradient is 1/W of the global loss's
+(`official`, the default: the same training dynamics as the released runs at every W). `invariant` gives
+the global loss's own gradient, the same on any number of processes (W times the official one).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..modules.heads import MLPHead
+from ..modules.dist import world_size
 from ..modules.losses import barlow_twins
 from ..modules.optim import split_decay
 from .official import OfficialLayout, linear_out_dims, load_official
@@ -31,16 +37,24 @@ OFFICIAL = OfficialLayout(heads={"projector": "projector"},
 
 class BarlowTwins(nn.Module):
     def __init__(self, backbone: nn.Module, info=None, lambd: float = 0.0051,
-                 proj_dims: tuple = (8192, 8192, 8192), bias_lr_scale: float = 0.0048 / 0.2):
+                 proj_dims: tuple = (8192, 8192, 8192), bias_lr_scale: float = 0.0048 / 0.2,
+                 grad_scale: str = "official"):
         super().__init__()
+        if grad_scale not in ("official", "invariant"):
+            raise ValueError(f"grad_scale must be 'official' or 'invariant', got {grad_scale!r}")
         self.backbone, self.lambd, self.bias_lr_scale = backbone, lambd, bias_lr_scale
+        self.grad_scale = grad_scale
         *hidden, out = proj_dims
         self.projector = MLPHead(backbone.num_features, hidden, out, bn=True, last_bias=False)
 
     def forward(self, batch: dict, step: int):
         y1, y2 = batch["views"][:2]
         z1, z2 = self.projector(self.backbone(y1)), self.projector(self.backbone(y2))
-        return barlow_twins(z1, z2, self.lambd), {}
+        loss = barlow_twins(z1, z2, self.lambd)
+        W = world_size()
+        if self.grad_scale == "official" and W > 1:
+            loss = loss.detach() + (loss - loss.detach()) / W  # the same value, main.py's 1/W gradient
+        return loss, {}
 
     def after_optimizer_step(self, step: int) -> None:
         pass
