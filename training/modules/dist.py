@@ -101,10 +101,15 @@ def shuffle_bn_forward(encoder, x: torch.Tensor, generator: torch.Generator | No
     return k_all[perm.argsort()[rank() * B:(rank() + 1) * B]]
 
 
+def fp32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in at least fp32: half precision is upcast, a float64 run (the step-parity fixtures) stays float64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def global_batch_norm(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Affine-free BatchNorm1d in training mode over the global batch (SyncBatchNorm of Barlow Twins'
     `bn`), differentiable, on any device: mean and biased variance from sums over every process."""
-    z = z.float()
+    z = fp32(z)
     n = len(z) * world_size()  # every process holds an equal share of the global batch
     mean = all_reduce_sum(z.sum(0)) / n
     var = all_reduce_sum(((z - mean) ** 2).sum(0)) / n

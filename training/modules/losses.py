@@ -12,12 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .dist import all_reduce_sum, global_batch_norm, world_size
-
-
-def fp32(x: torch.Tensor) -> torch.Tensor:
-    """`x` in at least fp32: half precision is upcast, a float64 run (the step-parity fixtures) stays float64."""
-    return x if x.dtype == torch.float64 else x.float()
+from .dist import all_reduce_sum, fp32, global_batch_norm, world_size
 
 
 def info_nce(q: torch.Tensor, k_pos: torch.Tensor, k_neg: torch.Tensor, tau: float) -> torch.Tensor:
