@@ -46,7 +46,7 @@ DEFAULTS: dict = {
     "sync_bn": False,           # SyncBatchNorm across processes (CUDA only)
     "num_workers": 0,
     "threads": 0,               # torch CPU threads per process; 0: the cores / processes (OMP_NUM_THREADS wins)
-    "optimizer": "sgd",         # sgd | lars | adamw
+    "optimizer": "sgd",         # sgd | lars | larc (apex LARC: SwAV, DeepCluster-v2) | adamw
     "lr": 0.03,                 # base lr, scaled by lr_scaling with the global batch
     "lr_scaling": "linear",     # linear (x N/256) | sqrt (x sqrt(N)) | none
     "lr_schedule": "cosine",    # cosine | step
@@ -54,11 +54,15 @@ DEFAULTS: dict = {
     "lr_gamma": [0.1, 0.01],    # step schedule: multipliers from each milestone on
     "min_lr": 0.0,
     "warmup_epochs": 0.0,
+    "warmup_start_lr": 0.0,     # the lr of the first warmup step (absolute, like min_lr; SwAV: 0.3)
+    "warmup_style": "fraction",  # fraction: start + (peak - start) x step / warmup (MoCo v3, BYOL, Barlow
+                                # Twins) | linspace: np.linspace(start, peak, warmup), at the peak on the last
+                                # warmup step (DINO, SwAV, DeepCluster-v2)
     "weight_decay": 1.0e-4,
     "weight_decay_end": None,   # cosine weight-decay schedule to this value (DINO); null: constant
     "momentum": 0.9,
     "betas": [0.9, 0.999],
-    "lars_eta": 0.001,
+    "lars_eta": 0.001,          # the trust coefficient of lars and larc
     "clip_grad": 0.0,           # > 0: clip the gradient norm
     "clip_grad_mode": "global",  # global (one norm over all parameters) | per_param (DINO: each on its own)
     "aug": {"preset": "simclr"},  # keyword arguments of data.transforms.build_views
@@ -237,7 +241,8 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"batch_size {cfg['batch_size']} is not divisible by grad_accum {cfg['grad_accum']}")
     if isinstance(cfg["init_heads"], bool):  # YAML reads an unquoted yes / no as a boolean
         cfg["init_heads"] = "yes" if cfg["init_heads"] else "no"
-    choices = {"optimizer": ("sgd", "lars", "adamw"), "lr_scaling": ("linear", "sqrt", "none"),
+    choices = {"optimizer": ("sgd", "lars", "larc", "adamw"), "warmup_style": ("fraction", "linspace"),
+               "lr_scaling": ("linear", "sqrt", "none"),
                "lr_schedule": ("cosine", "step"), "mixed_precision": ("no", "bf16", "fp16"),
                "clip_grad_mode": ("global", "per_param"), "init_heads": ("auto", "yes", "no")}
     for key, options in choices.items():

@@ -35,6 +35,7 @@ from clzoo.features import _AnyImage, data_config, eval_transform
 from training.eval_common import (FEATURES, add_common_args, class_names, confusion_matrix, embed, feature_fn,
                                   image_size, is_vit, load_model, load_split, model_description, save_report,
                                   write_json)
+from training.modules.optim import LARC
 
 
 FORWARD_BATCH = 256  # images per encoder forward; a protocol's batch (up to 4096) is split into these
@@ -103,28 +104,6 @@ def lr_at(epoch: int, lr: float, protocol: Protocol) -> float:
     if protocol.schedule == "step":
         return lr * protocol.gamma ** sum(epoch >= m for m in protocol.milestones)
     raise ValueError(f"unknown schedule {protocol.schedule!r}")
-
-
-class LARC(torch.optim.SGD):
-    """SGD wrapped as apex `LARC(trust_coefficient=0.001, clip=False)`, which SimSiam's linear probe uses:
-    each tensor's gradient g (+ wd w) is scaled by trust ||w|| / (||g|| + wd ||w||) when both norms are > 0."""
-
-    def __init__(self, params, lr: float, momentum: float, weight_decay: float, nesterov: bool = False,
-                 trust: float = 0.001, eps: float = 1e-8):
-        super().__init__(params, lr=lr, momentum=momentum, weight_decay=0.0, nesterov=nesterov)
-        self.trust, self.eps, self.wd = trust, eps, weight_decay
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                w, g = p.norm(), p.grad.norm()
-                if w > 0 and g > 0:
-                    rate = self.trust * w / (g + self.wd * w + self.eps)
-                    p.grad.add_(p, alpha=self.wd).mul_(rate)
-        return super().step(closure)
 
 
 def build_head(dim: int, num_classes: int, protocol: Protocol) -> nn.Linear:

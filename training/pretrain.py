@@ -144,10 +144,11 @@ def initial_method(cfg: dict, info: TrainInfo, log=print, resuming: bool = False
 def schedules(cfg: dict, total_steps: int, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray]:
     lr = scaled_lr(cfg["lr"], cfg["batch_size"], cfg["lr_scaling"])
     warmup = int(round(cfg["warmup_epochs"] * steps_per_epoch))
+    ramp = dict(start_warmup=cfg["warmup_start_lr"], warmup_endpoint=cfg["warmup_style"] == "linspace")
     if cfg["lr_schedule"] == "cosine":
-        lrs = cosine_schedule(lr, cfg["min_lr"], total_steps, warmup)
+        lrs = cosine_schedule(lr, cfg["min_lr"], total_steps, warmup, **ramp)
     else:
-        lrs = step_schedule(lr, total_steps, cfg["lr_milestones"], cfg["lr_gamma"], warmup)
+        lrs = step_schedule(lr, total_steps, cfg["lr_milestones"], cfg["lr_gamma"], warmup, **ramp)
     wd_end = cfg["weight_decay"] if cfg["weight_decay_end"] is None else cfg["weight_decay_end"]
     wds = cosine_schedule(cfg["weight_decay"], wd_end, total_steps)
     return lrs, wds

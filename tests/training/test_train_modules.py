@@ -12,7 +12,8 @@ from training.modules.dist import gather, gather_no_grad, shuffle_bn_forward
 from training.modules.heads import JigsawHead, MLPHead, SplitBatchNorm, convert_split_bn
 from training.modules.memory_bank import MemoryBank
 from training.modules.momentum import ema_update, momentum_copy
-from training.modules.optim import LARS, build_optimizer, cosine_schedule, scaled_lr, split_decay, step_schedule
+from training.modules.optim import (LARC, LARS, build_optimizer, cosine_schedule, scaled_lr, split_decay,
+                                    step_schedule)
 from training.modules.queue import Queue
 
 
@@ -97,6 +98,27 @@ def test_lars_step_by_hand():
     assert torch.allclose(b.data, torch.tensor([1.0 - 0.1 * 2.0]))  # plain SGD for the excluded group
 
 
+def test_larc_step_by_hand():
+    """apex LARC(clip=False) around SGD: trust ||w|| / (||g|| + wd ||w||) on g + wd w, then momentum SGD; a
+    zero-norm weight (SwAV's zero-initialised residual BN) takes its raw gradient and no weight decay."""
+    w = nn.Parameter(torch.tensor([3.0, 4.0]))
+    z = nn.Parameter(torch.tensor([0.0, 0.0]))
+    opt = LARC([{"params": [w, z], "weight_decay": 0.5}], lr=0.1, momentum=0.9, trust=0.001, eps=0.0)
+    grads = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])]
+    w_ref, z_ref, mu_w, mu_z = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 0.0]), 0.0, 0.0
+    for g in grads:  # two steps: the momentum buffer carries the first
+        w.grad, z.grad = g.clone(), g.clone()
+        opt.step()
+        rate = 0.001 * w_ref.norm() / (g.norm() + 0.5 * w_ref.norm())  # not ||g + wd w|| as in LARS
+        mu_w = 0.9 * mu_w + rate * (g + 0.5 * w_ref)
+        w_ref = w_ref - 0.1 * mu_w
+        rate_z = 1.0 if z_ref.norm() == 0 else 0.001 * z_ref.norm() / (g.norm() + 0.5 * z_ref.norm())
+        mu_z = 0.9 * mu_z + rate_z * (g + (0.5 * z_ref if z_ref.norm() > 0 else 0.0))
+        z_ref = z_ref - 0.1 * mu_z
+        assert torch.allclose(w.data, w_ref, atol=1e-7) and torch.allclose(z.data, z_ref, atol=1e-7)
+    assert opt.param_groups[0]["weight_decay"] == 0.5  # restored after the wrapped SGD step
+
+
 def test_param_groups_and_optimizer_flags():
     m = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     groups = split_decay(m)
@@ -114,6 +136,11 @@ def test_schedules():
     assert len(s) == 10 and s[0] == 0.0 and s[1] == 0.5 and s[2] == 1.0
     assert s[-1] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 7 / 8)))  # DINO: last value before 'final'
     assert np.all(np.diff(s[2:]) <= 0)
+    # np.linspace warmup (DINO, SwAV): from the start lr, at the peak on the last warmup step
+    s = cosine_schedule(4.8, 0.0048, total_steps=10, warmup_steps=3, start_warmup=0.3, warmup_endpoint=True)
+    assert list(s[:4]) == pytest.approx([0.3, 2.55, 4.8, 4.8]) and s[-1] > 0.0048
+    st = step_schedule(1.0, 10, [0.5], [0.1], warmup_steps=2, start_warmup=0.2)
+    assert list(st[:3]) == pytest.approx([0.2, 0.6, 1.0]) and st[5] == pytest.approx(0.1)
     st = step_schedule(0.03, 200, [0.6, 0.8], [0.1, 0.01])
     assert st[119] == 0.03 and st[120] == pytest.approx(0.003) and st[160] == pytest.approx(0.0003)
     assert scaled_lr(0.3, 4096, "linear") == pytest.approx(4.8)

@@ -16,7 +16,8 @@ Algorithm 1 of the paper, line by line:
 Prototypes are frozen (gradient cancelled) for the first `freeze_prototypes_epochs` epoch(s)
 (`freeze_prototypes_niters`). Optional queue (`queue_length`, from epoch `epoch_queue_starts`): past
 embeddings of the assignment crops, only used to enlarge the Sinkhorn problem once full; per process,
-queue_length / W rows, updated once per optimizer step. LARC (LARS without exclusions, wd 1e-6 on all).
+queue_length / W rows, updated once per optimizer step. apex LARC (`--optimizer larc`, modules/optim.py; no
+exclusions, wd 1e-6 on all); the warmup from 0.3 by np.linspace (`warmup_style: linspace`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..modules.dist import world_size
+from ..modules.dist import fp32, world_size
 from ..modules.heads import MLPHead
 from ..modules.losses import swapped_prediction
 from ..modules.multicrop import multicrop_forward
@@ -81,16 +82,16 @@ class SwAV(nn.Module):
         views = batch["views"]
         B = len(views[0])
         z = F.normalize(self.projector(multicrop_forward(self.backbone, views)), dim=1)
-        scores = self.prototypes(z).float().split([len(v) for v in views])
+        scores = fp32(self.prototypes(z)).split([len(v) for v in views])
         use_queue = self.queue is not None and bool((self.queue[:, -1] != 0).any())  # its oldest row written
         codes = {}
         for i, s in enumerate(self.crops_for_assign):
             out = scores[s].detach()
             if use_queue:
-                out = torch.cat((self.queue[i] @ self.prototypes.weight.detach().float().T, out))
+                out = torch.cat((self.queue[i] @ fp32(self.prototypes.weight.detach()).T, out))
             codes[s] = sinkhorn_knopp(out, self.eps, self.sinkhorn_iters)[-B:]
         if self.queue is not None and step >= self.queue_start_step:
-            self._pending.append(torch.stack([z[s * B:(s + 1) * B].detach().float() for s in self.crops_for_assign]))
+            self._pending.append(torch.stack([fp32(z[s * B:(s + 1) * B].detach()) for s in self.crops_for_assign]))
         loss = swapped_prediction(list(scores), codes, self.tau)
         return loss, {"queue_used": float(use_queue)}
 

@@ -56,7 +56,43 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
+class LARC(torch.optim.SGD):
+    """SGD wrapped as apex `LARC(optimizer, trust_coefficient=0.001, clip=False)` (SwAV, DeepCluster-v2,
+    SimSiam's linear probe): where ||w|| > 0 and ||g|| > 0, g <- (g + wd w) x trust ||w|| / (||g|| + wd ||w|| +
+    eps); elsewhere g is left as it is, without weight decay; then SGD with momentum and no weight decay of
+    its own. Unlike `LARS`, the trust ratio's denominator is ||g|| + wd ||w||, not ||g + wd w||. Groups with
+    lars=False (exclusions) take plain SGD with their weight decay."""
+
+    def __init__(self, params, lr: float = 0.0, momentum: float = 0.9, weight_decay: float = 0.0,
+                 nesterov: bool = False, trust: float = 0.001, eps: float = 1e-8):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+        for g in self.param_groups:
+            g.setdefault("lars", True)
+        self.trust, self.eps = trust, eps
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        decays = [g["weight_decay"] for g in self.param_groups]
+        for g, wd in zip(self.param_groups, decays):
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                if not g["lars"]:
+                    p.grad.add_(p, alpha=wd)
+                    continue
+                w, gn = torch.norm(p), torch.norm(p.grad)
+                adapt = (w > 0) & (gn > 0)
+                rate = torch.where(adapt, self.trust * w / (gn + wd * w + self.eps), torch.ones_like(w))
+                p.grad.add_(p * torch.where(adapt, wd, 0.0)).mul_(rate)
+            g["weight_decay"] = 0.0  # absorbed above, as apex's LARC does for the wrapped SGD step
+        try:
+            return super().step(closure)
+        finally:
+            for g, wd in zip(self.param_groups, decays):
+                g["weight_decay"] = wd
+
+
+OPTIMIZERS = ("sgd", "lars", "larc", "adamw")
 
 
 def build_optimizer(groups: list[dict], name: str, weight_decay: float, momentum: float = 0.9,
@@ -69,7 +105,7 @@ def build_optimizer(groups: list[dict], name: str, weight_decay: float, momentum
               "wd_scale": 1.0 if decay else 0.0, "fixed_lr": g.pop("fixed_lr", False),
               "lr_scale": g.pop("lr_scale", 1.0)}
         lars = g.pop("lars", True)
-        if name == "lars":
+        if name in ("lars", "larc"):
             tg["lars"] = lars
         if g:
             raise ValueError(f"unknown parameter-group keys {sorted(g)}")
@@ -78,23 +114,33 @@ def build_optimizer(groups: list[dict], name: str, weight_decay: float, momentum
         return torch.optim.SGD(torch_groups, lr=0.0, momentum=momentum, weight_decay=weight_decay)
     if name == "lars":
         return LARS(torch_groups, weight_decay=weight_decay, momentum=momentum, eta=eta)
+    if name == "larc":
+        return LARC(torch_groups, momentum=momentum, weight_decay=weight_decay, trust=eta)
     if name == "adamw":
         return torch.optim.AdamW(torch_groups, lr=0.0, betas=tuple(betas), weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
 
 
+def warmup_ramp(start: float, peak: float, steps: int, endpoint: bool = False) -> np.ndarray:
+    """The warmup's lr per step. endpoint False: start + (peak - start) x step / steps, below the peak at the
+    last step (MoCo v3 `lr x epoch / warmup_epochs`, BYOL, Barlow Twins). endpoint True: np.linspace(start,
+    peak, steps), at the peak on the last step (DINO `utils.cosine_scheduler`, SwAV / DeepCluster-v2)."""
+    return np.linspace(start, peak, steps, endpoint=endpoint) if steps else np.array([])
+
+
 def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0,
-                    start_warmup: float = 0.0) -> np.ndarray:
-    """DINO's `utils.cosine_scheduler`: linear warmup from `start_warmup`, then cosine from `base` to
-    `final`; one value per optimizer step."""
+                    start_warmup: float = 0.0, warmup_endpoint: bool = False) -> np.ndarray:
+    """Linear warmup from `start_warmup` (`warmup_ramp`), then cosine from `base` to `final` over the
+    remaining steps; one value per optimizer step."""
     warmup_steps = min(warmup_steps, total_steps)
-    warmup = np.linspace(start_warmup, base, warmup_steps, endpoint=False) if warmup_steps else np.array([])
+    warmup = warmup_ramp(start_warmup, base, warmup_steps, warmup_endpoint)
     t = np.arange(total_steps - warmup_steps)
     cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * t / max(len(t), 1)))
     return np.concatenate((warmup, cos))
 
 
-def step_schedule(base: float, total_steps: int, milestones, gamma, warmup_steps: int = 0) -> np.ndarray:
+def step_schedule(base: float, total_steps: int, milestones, gamma, warmup_steps: int = 0,
+                  start_warmup: float = 0.0, warmup_endpoint: bool = False) -> np.ndarray:
     """Piecewise-constant decay: lr x gamma[i] from fraction milestones[i] of training on (the 120/160 of
     200 epochs of InstDisc / MoCo v1 are milestones [0.6, 0.8], gamma [0.1, 0.01]); optional warmup."""
     t = np.arange(total_steps) / max(total_steps, 1)
@@ -103,7 +149,7 @@ def step_schedule(base: float, total_steps: int, milestones, gamma, warmup_steps
         lr[t >= frac] = base * g
     if warmup_steps:
         w = min(warmup_steps, total_steps)
-        lr[:w] = np.linspace(0, base, w, endpoint=False)
+        lr[:w] = warmup_ramp(start_warmup, base, w, warmup_endpoint)
     return lr
 
 

@@ -6,20 +6,20 @@
                     columns: Q /= column sums (local: one column per sample), Q /= B
     return (Q * B)^T                            each sample's codes sum to 1
 
-In float32 with the global maximum subtracted before exp (a constant factor, cancelled by the first
+In float32 (float64 stays float64) with the global maximum subtracted before exp (a constant factor, cancelled by the first
 normalisation), so fp16 / bf16 scores and small eps do not overflow."""
 
 from __future__ import annotations
 
 import torch
 
-from .dist import reduce_no_grad, world_size
+from .dist import fp32, reduce_no_grad, world_size
 
 
 @torch.no_grad()
 def sinkhorn_knopp(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3) -> torch.Tensor:
     """Codes (B_local, K) for this process's rows of `scores`, every process's rows in the marginals."""
-    scores = scores.detach().float()
+    scores = fp32(scores.detach())
     Q = torch.exp((scores - reduce_no_grad(scores.max(), "max")) / eps).T
     K, B = Q.shape[0], Q.shape[1] * world_size()
     Q /= reduce_no_grad(Q.sum())
