@@ -43,6 +43,8 @@ DEFAULTS: dict = {
     "resume": None,             # a run directory or checkpoint file
     "mixed_precision": "no",    # no | bf16 | fp16 (GPU only)
     "channels_last": True,
+    "vit_pos_interpolation": "dino",  # multi-crop ViTs, crops of another size: dino (main_dino.py's bicubic
+                                # by scale factor) | timm (resample_abs_pos_embed, antialiased)
     "sync_bn": False,           # SyncBatchNorm across processes (CUDA only)
     "num_workers": 0,
     "threads": 0,               # torch CPU threads per process; 0: the cores / processes (OMP_NUM_THREADS wins)
@@ -242,6 +244,7 @@ def validate(cfg: dict) -> None:
     if isinstance(cfg["init_heads"], bool):  # YAML reads an unquoted yes / no as a boolean
         cfg["init_heads"] = "yes" if cfg["init_heads"] else "no"
     choices = {"optimizer": ("sgd", "lars", "larc", "adamw"), "warmup_style": ("fraction", "linspace"),
+               "vit_pos_interpolation": ("dino", "timm"),
                "lr_scaling": ("linear", "sqrt", "none"),
                "lr_schedule": ("cosine", "step"), "mixed_precision": ("no", "bf16", "fp16"),
                "clip_grad_mode": ("global", "per_param"), "init_heads": ("auto", "yes", "no")}

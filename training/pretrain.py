@@ -40,6 +40,7 @@ from training.data.rng import generator, hash64
 from training.data.transforms import build_views
 from training.methods import TrainInfo, build_method, method_class
 from training.modules.losses import fp32
+from training.modules.multicrop import use_dino_pos_interpolation
 from training.modules.optim import (build_optimizer, clip_gradients_per_param, cosine_schedule, scaled_lr,
                                     step_schedule)
 from training.monitor import eval_data_config, eval_view, knn_eval
@@ -65,7 +66,8 @@ def micro_batches(batch: torch.Tensor, grad_accum: int, world: int, rank: int) -
 def _backbone_kwargs(cfg: dict, name: str) -> dict:
     """model_args; for a ViT (a model with a `patch_embed`) also `image_size`, and `dynamic_img_size` when
     multi-crop adds local views of another size (its position embedding is then interpolated per crop
-    size, as DINO's `interpolate_pos_encoding`), unless model_args say otherwise. The architecture is
+    size: by DINO's `interpolate_pos_encoding` with `vit_pos_interpolation: dino`, see build_backbone),
+    unless model_args say otherwise. The architecture is
     probed on the meta device, so that pretrained weights are read once, by the final build."""
     import clzoo
     with torch.device("meta"):
@@ -92,7 +94,10 @@ def build_backbone(cfg: dict, weights: bool = True) -> torch.nn.Module:
     name = cfg["init_from"] or cfg["model"]
     pretrained = bool(cfg["init_from"]) and weights
     file = {"pretrained_cfg_overlay": dict(file=cfg["init_from_file"])} if pretrained and cfg["init_from_file"] else {}
-    backbone = clzoo.create_model(name, pretrained=pretrained, **file, **_backbone_kwargs(cfg, name))
+    kwargs = _backbone_kwargs(cfg, name)
+    backbone = clzoo.create_model(name, pretrained=pretrained, **file, **kwargs)
+    if kwargs.get("dynamic_img_size") and cfg["vit_pos_interpolation"] == "dino":
+        use_dino_pos_interpolation(backbone)
     return _check_encoder(backbone, cfg)
 
 

@@ -182,3 +182,30 @@ def test_single_process_gathers_and_shuffle_bn_are_identity():
     enc = nn.Linear(3, 2)
     out = shuffle_bn_forward(enc, x.detach(), torch.Generator().manual_seed(0))
     assert torch.allclose(out, enc(x.detach()))  # un-shuffled back to the caller's order
+
+
+def test_dino_pos_interpolation_is_dinos_and_follows_copies():
+    """Local crops get vision_transformer.py's interpolate_pos_encoding (bicubic by scale factor (grid + 0.1)
+    / grid, no antialias), not timm's antialiased resampling; a deep copy (DINO's teacher) uses its own table."""
+    import copy
+
+    import timm
+    from training.modules.multicrop import use_dino_pos_interpolation
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=64, patch_size=16, depth=1, num_classes=0,
+                            dynamic_img_size=True)
+    use_dino_pos_interpolation(vit)
+    x = torch.randn(1, 2, 2, vit.embed_dim)  # a 32-px crop's 2 x 2 patch tokens (trained grid 4 x 4)
+    grid = vit.pos_embed[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, scale_factor=(2.1 / 4, 2.1 / 4), mode="bicubic").permute(0, 2, 3, 1).reshape(1, 4, -1)
+    out = vit._pos_embed(x)
+    torch.testing.assert_close(out[:, 1:], x.reshape(1, 4, -1) + expected)
+    torch.testing.assert_close(out[:, :1], vit.cls_token + vit.pos_embed[:, :1])
+    antialiased = F.interpolate(grid, size=(2, 2), mode="bicubic", antialias=True).permute(0, 2, 3, 1).reshape(1, 4, -1)
+    assert (expected - antialiased).abs().max() > 1e-3  # timm's would be another embedding
+    teacher = copy.deepcopy(vit)
+    with torch.no_grad():
+        teacher.pos_embed.zero_()
+        teacher.cls_token.zero_()
+    torch.testing.assert_close(teacher._pos_embed(x)[:, 1:], x.reshape(1, 4, -1))
+    with pytest.raises(ValueError, match="dynamic_img_size"):
+        use_dino_pos_interpolation(timm.create_model("vit_tiny_patch16_224", img_size=64, depth=1, num_classes=0))

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..modules.dist import reduce_no_grad
+from ..modules.dist import fp32, reduce_no_grad
 from ..modules.heads import DINOHead
 from ..modules.losses import dino_cross_entropy
 from ..modules.momentum import ema_update, momentum_copy, momentum_schedule
@@ -92,8 +92,8 @@ class DINO(nn.Module):
     def forward(self, batch: dict, step: int):
         views = batch["views"]
         with torch.no_grad():
-            t = self.teacher_head(multicrop_forward(self.backbone, views[:2])).float()
-        s = self.student_head(multicrop_forward(self.student_backbone, views)).float()
+            t = fp32(self.teacher_head(multicrop_forward(self.backbone, views[:2])))
+        s = fp32(self.student_head(multicrop_forward(self.student_backbone, views)))
         temp = float(self.teacher_temp[step // self.steps_per_epoch])
         student = (s / self.student_temp).split([len(v) for v in views])
         teacher = F.softmax((t - self.center) / temp, dim=-1)
