@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.rng import generator
-from ..modules.dist import gather_no_grad
+from ..modules.dist import fp32, gather_no_grad
 from ..modules.multicrop import multicrop_forward
 from ..modules.optim import cancel_gradients, split_decay
 from .official import OfficialLayout, load_official, single_layer_keys
@@ -84,11 +84,11 @@ class DeepClusterV2(nn.Module):
         z = F.normalize(self.projector(multicrop_forward(self.backbone, views)), dim=1)
         loss = 0.0
         for h, prototypes in enumerate(self.prototypes):
-            scores = prototypes(z).float() / self.tau
+            scores = fp32(prototypes(z)) / self.tau
             targets = self.assignments[h][index].repeat(len(views))
             loss = loss + (F.cross_entropy(scores, targets, ignore_index=-100) if self.clustered
                            else scores.sum() * 0.0)  # epoch 0: only fills the memory
-        zd = z.detach().float()
+        zd = fp32(z.detach())
         self._pending.append((gather_no_grad(index),
                               torch.stack([gather_no_grad(zd[s * B:(s + 1) * B]) for s in self.crops_for_assign])))
         return loss / len(self.prototypes), {}
