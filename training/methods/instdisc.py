@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.rng import generator
-from ..modules.dist import gather_no_grad
+from ..modules.dist import fp32, gather_no_grad
 from ..modules.heads import MLPHead
 from ..modules.losses import nce_binary, nce_z_estimate
 from ..modules.memory_bank import MemoryBank
@@ -46,7 +46,7 @@ class InstDisc(nn.Module):
 
     def forward(self, batch: dict, step: int):
         x, index = batch["views"][0], batch["index"]
-        v = F.normalize(self.projector(self.backbone(x)), dim=1).float()
+        v = fp32(F.normalize(self.projector(self.backbone(x)), dim=1))
         index = index.to(v.device)
         noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending)) if self.K else None
         self._pending.append((gather_no_grad(index), gather_no_grad(v.detach())))

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.rng import randint
+from .dist import fp32
 
 
 class MemoryBank(nn.Module):
@@ -33,7 +34,7 @@ class MemoryBank(nn.Module):
         memory traffic; on ImageNet (1.28M rows) the gather of B x J rows is the cheaper one."""
         if self.size <= 8 * idx.shape[1]:
             return torch.gather(self._all_similarities(v), 1, idx)
-        return torch.bmm(self[idx], v.float()[:, :, None]).squeeze(2)
+        return torch.bmm(self[idx], fp32(v)[:, :, None]).squeeze(2)
 
     def scores(self, v: torch.Tensor, index: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """(B, 1 + K) similarities of v to its own entry first, then to its K noise entries (lemniscate
@@ -52,7 +53,7 @@ class MemoryBank(nn.Module):
 
     def _all_similarities(self, v: torch.Tensor) -> torch.Tensor:
         # a copy of the bank: the momentum update writes it in place after the step
-        return v.float() @ self.bank.T.clone()
+        return fp32(v) @ self.bank.T.clone()
 
     def sample(self, index: torch.Tensor, K: int, *keys) -> torch.Tensor:
         """(len(index), K) noise indices, uniform with replacement (lemniscate's AliasMethod over a uniform
