@@ -117,3 +117,26 @@ def assert_matches(meta: dict, tensors: dict, losses: list[float], state: dict) 
     print(f"step parity {meta['repo']} @ {meta['commit'][:8]} ({meta.get('dtype', 'float32')}, {len(losses)} steps, "
           f"{len(final)} tensors): max |loss diff| {loss_diff:.2e}, max |tensor diff| {tensor_diff:.2e}")
     return loss_diff, tensor_diff
+
+
+def with_setting(argv: list, flag: str, value: str) -> list:
+    """The fixture's argv with `flag` set to `value` (replaced, or appended when the fixture leaves it to the
+    recipe)."""
+    argv = list(argv)
+    if flag in argv:
+        argv[argv.index(flag) + 1] = value
+    else:
+        argv += [flag, value]
+    return argv
+
+
+def assert_setting_detected(meta: dict, tensors: dict, tmp_path, flag: str, value: str, changed: str,
+                            expected: dict | None = None) -> None:
+    """The comparison can fail: with `flag value` instead of the official setting, clzoo's run leaves the
+    fixture's tolerance where `changed` (a regex over the mismatch message: a step's loss or a tensor's name)
+    says. `expected`: the tensors compared (default the fixture's own)."""
+    import pytest
+
+    losses, state = clzoo_steps({**meta, "argv": with_setting(meta["argv"], flag, value)}, tensors, tmp_path)
+    with pytest.raises(AssertionError, match=changed):
+        assert_matches(meta, tensors if expected is None else expected, losses, state)

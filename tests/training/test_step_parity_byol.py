@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from step_parity import _prefixed, assert_matches, clzoo_steps, load_fixture
+from step_parity import _prefixed, assert_matches, assert_setting_detected, clzoo_steps, load_fixture
 
 pytestmark = pytest.mark.step_parity
 
@@ -47,12 +47,7 @@ def test_byol_step_parity(fixture, clzoo_run):
 ])
 def test_byol_comparison_can_fail(fixture, tmp_path, flag, value, changed):
     """The comparison can fail: a perturbed setting moves the tensors it governs beyond atol."""
-    meta, tensors = fixture
-    argv = list(meta["argv"])
-    argv[argv.index(flag) + 1] = value
-    losses, state = clzoo_steps({**meta, "argv": argv}, tensors, tmp_path)
-    with pytest.raises(AssertionError, match=changed):
-        assert_matches(meta, tensors, losses, state)
+    assert_setting_detected(*fixture, tmp_path, flag, value, changed)
 
 
 def _bn_sizes(meta, tensors) -> dict[str, int]:

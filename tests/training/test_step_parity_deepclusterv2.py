@@ -10,7 +10,7 @@ are clzoo's k-means (after step 3) against the official cluster_memory of epoch 
 from __future__ import annotations
 
 import pytest
-from step_parity import assert_matches, clzoo_steps, load_fixture
+from step_parity import assert_matches, assert_setting_detected, clzoo_steps, load_fixture
 
 pytestmark = pytest.mark.step_parity
 
@@ -32,12 +32,4 @@ def test_deepclusterv2_step_parity(fixture, tmp_path):
     ("--optimizer", "lars", r"step [12]: loss|backbone|projector"),
 ])
 def test_deepclusterv2_comparison_can_fail(fixture, tmp_path, flag, value, changed):
-    meta, tensors = fixture
-    argv = list(meta["argv"])
-    if flag in argv:
-        argv[argv.index(flag) + 1] = value
-    else:
-        argv += [flag, value]
-    losses, state = clzoo_steps({**meta, "argv": argv}, tensors, tmp_path)
-    with pytest.raises(AssertionError, match=changed):
-        assert_matches(meta, tensors, losses, state)
+    assert_setting_detected(*fixture, tmp_path, flag, value, changed)

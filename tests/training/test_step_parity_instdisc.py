@@ -7,7 +7,7 @@ the official sampler."""
 from __future__ import annotations
 
 import pytest
-from step_parity import assert_matches, clzoo_steps, load_fixture
+from step_parity import assert_matches, assert_setting_detected, clzoo_steps, load_fixture
 
 pytestmark = pytest.mark.step_parity
 
@@ -29,12 +29,4 @@ def test_instdisc_step_parity(fixture, tmp_path):
     ("--hparams.z_momentum", "0.5", r"step [12]: loss|Z"),  # Z kept fixed after the first batch
 ])
 def test_instdisc_comparison_can_fail(fixture, tmp_path, flag, value, changed):
-    meta, tensors = fixture
-    argv = list(meta["argv"])
-    if flag in argv:
-        argv[argv.index(flag) + 1] = value
-    else:
-        argv += [flag, value]
-    losses, state = clzoo_steps({**meta, "argv": argv}, tensors, tmp_path)
-    with pytest.raises(AssertionError, match=changed):
-        assert_matches(meta, tensors, losses, state)
+    assert_setting_detected(*fixture, tmp_path, flag, value, changed)

@@ -13,7 +13,6 @@ the raw comparison is kept as a strict xfail that records the difference."""
 from __future__ import annotations
 
 import pytest
-import torch
 from step_parity import assert_matches, clzoo_steps, load_fixture, momentum_params, with_pending_momentum_update
 
 pytestmark = pytest.mark.step_parity

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch.nn.functional as F
-from step_parity import assert_matches, clzoo_steps, load_fixture
+from step_parity import assert_matches, assert_setting_detected, clzoo_steps, load_fixture
 
 pytestmark = pytest.mark.step_parity
 
@@ -31,15 +31,6 @@ def test_swav_step_parity(fixture, tmp_path):
     assert_matches(meta, with_pending_normalization(tensors), losses, state)
 
 
-def _replace(argv: list, flag: str, value: str) -> list:
-    argv = list(argv)
-    if flag in argv:
-        argv[argv.index(flag) + 1] = value
-    else:
-        argv += [flag, value]
-    return argv
-
-
 @pytest.mark.parametrize("flag, value, changed", [
     # LARS: trust ratio eta ||w|| / ||g + wd w||, LARC: trust ||w|| / (||g|| + wd ||w||); at wd 1e-6 they
     # differ where that term matters
@@ -50,7 +41,4 @@ def _replace(argv: list, flag: str, value: str) -> list:
     ("--hparams.epoch_queue_starts", "1", r"step 2: loss"),  # the queue enters the Sinkhorn of step 2
 ])
 def test_swav_comparison_can_fail(fixture, tmp_path, flag, value, changed):
-    meta, tensors = fixture
-    losses, state = clzoo_steps({**meta, "argv": _replace(meta["argv"], flag, value)}, tensors, tmp_path)
-    with pytest.raises(AssertionError, match=changed):
-        assert_matches(meta, with_pending_normalization(tensors), losses, state)
+    assert_setting_detected(*fixture, tmp_path, flag, value, changed, expected=with_pending_normalization(fixture[1]))
