@@ -65,6 +65,8 @@ DEFAULTS: dict = {
     "momentum": 0.9,
     "betas": [0.9, 0.999],
     "lars_eta": 0.001,          # the trust coefficient of lars and larc
+    "lars_lr_in_momentum": False,  # lars: true is SimCLR's TF LARSOptimizer (v <- m v + lr g, w <- w - v);
+                                # false: v <- m v + g, w <- w - lr v (MoCo v3, Barlow Twins, BYOL, DINO)
     "clip_grad": 0.0,           # > 0: clip the gradient norm
     "clip_grad_mode": "global",  # global (one norm over all parameters) | per_param (DINO: each on its own)
     "aug": {"preset": "simclr"},  # keyword arguments of data.transforms.build_views

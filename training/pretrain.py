@@ -208,7 +208,7 @@ def make_optimizer(cfg: dict, method: torch.nn.Module) -> torch.optim.Optimizer:
     """The recipe's optimizer over the method's parameter groups (weight-decay / LARS exclusions, fixed-lr
     predictor); lr and weight decay are set per step by `optimizer_step`."""
     return build_optimizer(method.param_groups(), cfg["optimizer"], cfg["weight_decay"], cfg["momentum"],
-                           cfg["betas"], cfg["lars_eta"])
+                           cfg["betas"], cfg["lars_eta"], cfg["lars_lr_in_momentum"])
 
 
 class Schedule:

@@ -98,6 +98,31 @@ def test_lars_step_by_hand():
     assert torch.allclose(b.data, torch.tensor([1.0 - 0.1 * 2.0]))  # plain SGD for the excluded group
 
 
+def test_lars_lr_in_momentum_is_simclrs_tf_lars():
+    """SimCLR's TF LARSOptimizer (lars_optimizer.py:106-115, classic_momentum): v <- m v + lr q g,
+    w <- w - v. With a changing lr (warmup) it differs from the lr-outside form, w <- w - lr (m mu + q g)."""
+    w0 = torch.tensor([3.0, 4.0])
+    grads, lrs = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])], [0.1, 0.3]
+    out = {}
+    for inside in (True, False):
+        w = nn.Parameter(w0.clone())
+        opt = LARS([{"params": [w], "lars": True}], weight_decay=0.0, momentum=0.9, eta=0.001, lr_in_momentum=inside)
+        for g, lr in zip(grads, lrs):
+            opt.param_groups[0]["lr"] = lr
+            w.grad = g.clone()
+            opt.step()
+        out[inside] = w.detach().clone()
+    v, w_ref, mu, w_out = torch.zeros(2), w0.clone(), torch.zeros(2), w0.clone()
+    for g, lr in zip(grads, lrs):
+        v = 0.9 * v + lr * (0.001 * w_ref.norm() / g.norm()) * g  # TF: trust ratio on the current weights
+        w_ref = w_ref - v
+        mu = 0.9 * mu + (0.001 * w_out.norm() / g.norm()) * g
+        w_out = w_out - lr * mu
+    torch.testing.assert_close(out[True], w_ref)
+    torch.testing.assert_close(out[False], w_out)
+    assert (out[True] - out[False]).abs().max() > 1e-5  # the two forms part at the lr change
+
+
 def test_larc_step_by_hand():
     """apex LARC(clip=False) around SGD: trust ||w|| / (||g|| + wd ||w||) on g + wd w, then momentum SGD; a
     zero-norm weight (SwAV's zero-initialised residual BN) takes its raw gradient and no weight decay."""

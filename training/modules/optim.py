@@ -29,12 +29,15 @@ def split_decay(module: nn.Module, exclude_bias_and_norm: bool = True) -> list[d
 
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and a layer-wise trust ratio (You et al. 2017), as in the Barlow Twins / MoCo v3
-    / DINO code: g <- g + wd w; g <- g * eta ||w|| / ||g|| (groups with lars=True, both norms > 0);
-    mu <- momentum mu + g; w <- w - lr mu. SimCLR's TF LARSOptimizer is the same update with the lr inside
-    the momentum buffer, which is identical while the lr is constant within a step."""
+    / DINO code and optax's `lars` (BYOL): g <- g + wd w; g <- g * eta ||w|| / ||g|| (groups with lars=True,
+    both norms > 0); mu <- momentum mu + g; w <- w - lr mu. `lr_in_momentum` is SimCLR's TF
+    `LARSOptimizer` (classic_momentum, lars_optimizer.py:106-115): mu <- momentum mu + lr g; w <- w - mu.
+    The two differ whenever the lr changes from one step to the next (warmup, cosine): the momentum buffer
+    then carries each past step's own lr."""
 
-    def __init__(self, params, lr=0.0, weight_decay=0.0, momentum=0.9, eta=0.001):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars=True))
+    def __init__(self, params, lr=0.0, weight_decay=0.0, momentum=0.9, eta=0.001, lr_in_momentum=False):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars=True,
+                                      lr_in_momentum=lr_in_momentum))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -51,8 +54,10 @@ class LARS(torch.optim.Optimizer):
                 state = self.state[p]
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)
-                mu = state["mu"].mul_(g["momentum"]).add_(dp)
-                p.add_(mu, alpha=-g["lr"])
+                if g["lr_in_momentum"]:
+                    p.sub_(state["mu"].mul_(g["momentum"]).add_(dp, alpha=g["lr"]))
+                else:
+                    p.add_(state["mu"].mul_(g["momentum"]).add_(dp), alpha=-g["lr"])
         return loss
 
 
@@ -96,7 +101,7 @@ OPTIMIZERS = ("sgd", "lars", "larc", "adamw")
 
 
 def build_optimizer(groups: list[dict], name: str, weight_decay: float, momentum: float = 0.9,
-                    betas=(0.9, 0.999), eta: float = 0.001) -> torch.optim.Optimizer:
+                    betas=(0.9, 0.999), eta: float = 0.001, lars_lr_in_momentum: bool = False) -> torch.optim.Optimizer:
     torch_groups = []
     for g in groups:
         g = dict(g)
@@ -113,7 +118,8 @@ def build_optimizer(groups: list[dict], name: str, weight_decay: float, momentum
     if name == "sgd":
         return torch.optim.SGD(torch_groups, lr=0.0, momentum=momentum, weight_decay=weight_decay)
     if name == "lars":
-        return LARS(torch_groups, weight_decay=weight_decay, momentum=momentum, eta=eta)
+        return LARS(torch_groups, weight_decay=weight_decay, momentum=momentum, eta=eta,
+                    lr_in_momentum=lars_lr_in_momentum)
     if name == "larc":
         return LARC(torch_groups, momentum=momentum, weight_decay=weight_decay, trust=eta)
     if name == "adamw":
