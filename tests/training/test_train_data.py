@@ -11,8 +11,8 @@ from PIL import Image, ImageOps
 
 from training.data import SkipUnreadable, build_dataset, collate
 from training.data.synthetic import SyntheticShapes, render
-from training.data.transforms import (RandomResizedCrop, _autocontrast, _equalize, adjust_hue, build_views,
-                                      ColorJitter, RandAugment)
+from training.data.transforms import (RandomPhotometric, RandomResizedCrop, _autocontrast, _equalize, _posterize,
+                                      _sharpness, _solarize, adjust_hue, build_views, ColorJitter, RandAugment)
 
 
 def test_synthetic_deterministic_and_batch_independent():
@@ -83,6 +83,40 @@ def test_equalize_and_autocontrast_match_pil():
         xf = x[i:i + 1].float() / 255
         assert (_equalize(xf)[0] * 255 - eq).abs().max() <= 1
         assert (_autocontrast(xf)[0] * 255 - ac).abs().max() <= 1.01
+
+
+def test_pirl_photometric_matches_vissls_pil_ops():
+    """RandomPhotometric = VISSL's ImgPilRandomPhotometric: with probability p, PIL posterize(bits),
+    ImageEnhance.Sharpness(f), solarize(threshold), autocontrast, in that order, on 8-bit images: each op
+    within one 8-bit level of PIL's on the same input, and the chain in that order."""
+    from PIL import ImageEnhance
+    x = render(torch.arange(4), 20)
+    u = torch.tensor([[0.1, 0.0, 0.0, 0.999], [0.5, 0.99, 0.99, 0.5], [0.6, 0.5, 0.3, 0.8], [0.65, 0.3, 0.6, 0.1]])
+    y = RandomPhotometric(0.66)(x.float() / 255, u)
+
+    def t(img):
+        return torch.from_numpy(np.array(img)).permute(2, 0, 1).float()
+    for i, (bits, t_sol) in enumerate([(4, 256), (8, 128), (6, 205), (5, 25)]):
+        assert int(u[i, 1] * 5) + 4 == bits and int(u[i, 3] * 257) == t_sol
+        f = 0.1 + 1.8 * float(u[i, 2])
+        pil = Image.fromarray(x[i].permute(1, 2, 0).numpy())
+        p1 = ImageOps.posterize(pil, bits)
+        assert torch.equal(_posterize(t(pil)[None] / 255, torch.tensor([bits]))[0] * 255, t(p1))
+        p2 = ImageEnhance.Sharpness(p1).enhance(f)
+        assert ((_sharpness(t(p1)[None] / 255, torch.tensor([f]))[0] * 255).round() - t(p2)).abs().max() <= 1
+        p3 = ImageOps.solarize(p2, t_sol)
+        assert torch.equal(_solarize(t(p2)[None] / 255, torch.tensor([t_sol]))[0] * 255, t(p3))
+        # the chain in VISSL's order, with clzoo's 8-bit sharpness output as PIL's solarize input (so that a
+        # one-level rounding difference cannot flip a pixel at the threshold)
+        mine = (_sharpness(t(p1)[None] / 255, torch.tensor([f]))[0] * 255).round().byte().permute(1, 2, 0).numpy()
+        ref = t(ImageOps.autocontrast(ImageOps.solarize(Image.fromarray(np.ascontiguousarray(mine)), t_sol)))
+        assert (y[i] * 255 - ref).abs().max() <= 1.01, i
+    skipped = RandomPhotometric(0.66)(x.float() / 255, torch.tensor([[0.7, 0.5, 0.5, 0.5]] * 4))
+    assert torch.equal(skipped, x.float() / 255)  # u0 >= p: untouched
+    assert not torch.allclose(y, x.float() / 255)
+    pirl = build_views("pirl", 16, jigsaw="color")
+    assert any(isinstance(s, RandomPhotometric) for s in pirl.views[0].stages)
+    assert any(isinstance(s, RandomPhotometric) for s in pirl.jigsaw.stages)
 
 
 def test_randaugment_runs_every_op():

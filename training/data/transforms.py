@@ -259,6 +259,18 @@ def _quantize(x):
     return (x * 255).round()
 
 
+def _posterize(x, bits):
+    """PIL `ImageOps.posterize`: keep the `bits` (per sample) most significant bits of each 8-bit value."""
+    mask = (255 - (2 ** (8 - bits) - 1)).view(-1, 1, 1, 1)
+    return torch.bitwise_and(_quantize(x).long(), mask).float() / 255
+
+
+def _solarize(x, threshold):
+    """PIL `ImageOps.solarize`: 8-bit values >= `threshold` (per sample, 0-256) inverted."""
+    q = _quantize(x)
+    return torch.where(q >= threshold.view(-1, 1, 1, 1), 255 - q, q) / 255
+
+
 RAND_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd", "Color",
             "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
 
@@ -290,13 +302,9 @@ class RandAugment:
             eye[:, 0, 0], eye[:, 0, 1], eye[:, 1, 0], eye[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
             return _affine(x, eye, fill)
         if name == "Posterize":
-            bits = (lvl * 4).long()  # keep `bits` most significant bits
-            mask = (255 - (2 ** (8 - bits) - 1)).view(-1, 1, 1, 1)
-            return torch.bitwise_and(_quantize(x).long(), mask).float() / 255
+            return _posterize(x, (lvl * 4).long())
         if name == "Solarize":
-            t = torch.clamp((lvl * 256).long(), max=256).view(-1, 1, 1, 1)
-            q = _quantize(x)
-            return torch.where(q >= t, 255 - q, q) / 255
+            return _solarize(x, torch.clamp((lvl * 256).long(), max=256))
         if name == "SolarizeAdd":
             add = torch.clamp((lvl * 110).long(), max=128).view(-1, 1, 1, 1)
             q = _quantize(x)
@@ -327,6 +335,23 @@ class RandAugment:
             for k, name in enumerate(RAND_OPS):
                 x = _apply(x, (op == k) & (ul[:, 1] < self.p), lambda y, i, name=name: self._op(name, y, m[i], sign[i]))
         return x
+
+
+@dataclass
+class RandomPhotometric:
+    """VISSL's `ImgPilRandomPhotometric` (PIRL; vissl/data/ssl_transforms/img_pil_random_photometric.py): with
+    probability p (VISSL's default 0.66) all four, in order: posterize to 4-8 bits (an integer, both ends
+    included), sharpness by a factor U(0.1, 1.9), solarize at an integer threshold in [0, 256], autocontrast."""
+    p: float = 0.66
+    n: int = 4
+
+    def __call__(self, x, u):
+        def photometric(y, i):
+            y = _posterize(y, (u[i, 1] * 5).long().clamp_max(4) + 4)
+            y = _quantize(_sharpness(y, 0.1 + 1.8 * u[i, 2])) / 255  # PIL's ops work on 8-bit values
+            y = _solarize(y, (u[i, 3] * 257).long().clamp_max(256))
+            return _autocontrast(y)
+        return _apply(x, u[:, 0] < self.p, photometric)
 
 
 @dataclass
@@ -412,8 +437,8 @@ def _dino(v):  # DINO DataAugmentationDINO: global 1 blur 1.0; global 2 blur 0.1
     return [ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8), Grayscale(0.2), GaussianBlur(blur), Solarize(sol)]
 
 
-def _pirl(v):  # PIRL / VISSL: CJ(0.4, 0.4, 0.4, 0.2), Gray(0.2) (VISSL's extra "random photometric" op is not here)
-    return [ColorJitter(0.4, 0.4, 0.4, 0.2, p=1.0), Grayscale(0.2)]
+def _pirl(v):  # PIRL / VISSL pirl_jigsaw_4node_resnet50.yaml: CJ(0.4, 0.4, 0.4, 0.2), ImgPilRandomPhotometric, Gray(0.2)
+    return [ColorJitter(0.4, 0.4, 0.4, 0.2, p=1.0), RandomPhotometric(0.66), Grayscale(0.2)]
 
 
 def _infomin(v):  # InfoMin "D": CJ(0.8, 0.8, 0.8, 0.2) p .8, blur .5, RandAugment n2 m10 mstd .5, Gray .2
@@ -455,7 +480,7 @@ def build_views(preset: str, image_size: int, seed: int = 0, num_views: int = 2,
     """Views for a method. `scale` overrides the preset's crop scale; `blur` overrides its blur
     probability (0 disables it, as the SimCLR CIFAR recipe does); `local_*` adds multi-crop views;
     `strength` is SimCLR's colour strength s; `jigsaw` adds 3x3 patches, "plain" (InfoMin) or "color"
-    (PIRL: the preset's colour jitter and grayscale per patch)."""
+    (PIRL: the preset's colour jitter, photometric op and grayscale per patch)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose from {sorted(PRESETS)}")
     stages_of, default_scale = PRESETS[preset]
@@ -472,6 +497,7 @@ def build_views(preset: str, image_size: int, seed: int = 0, num_views: int = 2,
               for v in range(local_views)]
     if jigsaw not in (None, "plain", "color"):
         raise ValueError(f"jigsaw must be None, 'plain' (InfoMin / PyContrast) or 'color' (PIRL), got {jigsaw!r}")
-    patch_stages = [s for s in stages(0)[1:] if isinstance(s, (ColorJitter, Grayscale))] if jigsaw == "color" else []
+    patch_stages = ([s for s in stages(0)[1:] if isinstance(s, (ColorJitter, RandomPhotometric, Grayscale))]
+                    if jigsaw == "color" else [])
     jig = Jigsaw(image_size, patch_stages, mean, std, flip=flip) if jigsaw else None
     return ViewMaker(views, seed, jig)
