@@ -39,6 +39,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
+from recording import loss_recording_meter
+
 from gen_swav import _stub_modules, widen_stem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -153,19 +155,7 @@ def main():
     dc.cluster_memory = recording_cluster_memory
     losses = []
 
-    class RecordingMeter(dc.AverageMeter):
-        made = []
-
-        def __init__(self):
-            super().__init__()
-            self.made.append(self)
-
-        def update(self, val, n=1):
-            if self is self.made[-1]:  # train() makes batch_time, data_time, then losses
-                losses.append(val)
-            super().update(val, n)
-
-    dc.AverageMeter = RecordingMeter
+    dc.AverageMeter = loss_recording_meter(dc.AverageMeter, losses)
     torch.Tensor.cuda = lambda self, *a, **k: self
     local_memory_index, local_memory_embeddings = dc.init_memory(Loader(init_views), model)
     local_memory_embeddings = local_memory_embeddings.to(dtype)

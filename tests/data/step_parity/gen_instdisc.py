@@ -37,6 +37,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
+from recording import loss_recording_meter
+
 from narrow_resnet import CHANNELS, NarrowResNet18
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -134,19 +136,7 @@ def main():
     lemniscate.multinomial.draw = clzoo_draw
     losses = []
 
-    class RecordingMeter(lem.AverageMeter):
-        made = []
-
-        def __init__(self):
-            super().__init__()
-            self.made.append(self)
-
-        def update(self, val, n=1):
-            if self is self.made[-1]:  # train() makes batch_time, data_time, then losses
-                losses.append(val)
-            super().update(val, n)
-
-    lem.AverageMeter = RecordingMeter
+    lem.AverageMeter = loss_recording_meter(lem.AverageMeter, losses)
     lem.adjust_learning_rate(optimizer, 0)
     lem.train(batches, model, lemniscate, criterion, optimizer, 0)
     assert len(losses) == STEPS, losses
