@@ -122,9 +122,12 @@ def _tf_sk_blocks(model: ResNet, sk_ratio: float, min_dim: int = 32) -> None:
 def _make_resnet(*, width: int = 1, same_padding: Optional[str] = None, sk_ratio: Optional[float] = None,
                  **kwargs) -> ResNet:
     kwargs.setdefault("channels", tuple(c * width for c in (64, 128, 256, 512)))
+    stem_chs = 64 * width
+    if "deep" not in kwargs.get("stem_type", "") and "stem_width" in kwargs:
+        stem_chs = kwargs.pop("stem_width")  # timm's plain 7x7 stem ignores stem_width: it is always 64 wide
     model = ResNet(**kwargs)
-    if width != 1:
-        _widen_stem(model, 64 * width, kwargs.get("in_chans", 3))
+    if stem_chs != 64:
+        _widen_stem(model, stem_chs, kwargs.get("in_chans", 3))
     if same_padding:
         _tf_same_padding(model, same_padding)
     if sk_ratio:

@@ -6,6 +6,8 @@ in clzoo's key names:
   init/<key>             the method's state_dict before the first step (online, momentum, heads, queue...)
   views/<step>/<i>       the views of each step's batch, in the order the method takes them (batch["views"])
   index/<step>           the sample indices of each step's batch (memory-bank methods), optional
+  jigsaw/<step>          the jigsaw patches of each step's batch (B, 9, C, h, w), in the order the head takes
+                         them, optional
   final/<key>            every tensor of the state_dict after the last step, as the official code left it
 and in the JSON: "argv" (pretrain.py arguments that give clzoo the official setting), "losses" (one per
 step), "total_steps", "steps_per_epoch", "num_samples", "repo", "commit", "atol", optionally "first_step" (the global step of the first
@@ -63,6 +65,8 @@ def step_batches(tensors: dict, steps: int) -> list[dict]:
         batch = {"views": [views[str(i)] for i in range(len(views))]}
         if f"index/{s}" in tensors:
             batch["index"] = tensors[f"index/{s}"]
+        if f"jigsaw/{s}" in tensors:
+            batch["jigsaw"] = tensors[f"jigsaw/{s}"]
         batches.append(batch)
     return batches
 
@@ -117,6 +121,27 @@ def assert_matches(meta: dict, tensors: dict, losses: list[float], state: dict) 
     print(f"step parity {meta['repo']} @ {meta['commit'][:8]} ({meta.get('dtype', 'float32')}, {len(losses)} steps, "
           f"{len(final)} tensors): max |loss diff| {loss_diff:.2e}, max |tensor diff| {tensor_diff:.2e}")
     return loss_diff, tensor_diff
+
+
+def bn_sizes(meta: dict, tensors: dict) -> dict[str, int]:
+    """Values per channel that each backbone BatchNorm2d normalises over (batch x height x width) on one of the
+    fixture's views (`views/0/0`), by backbone module name."""
+    import clzoo
+
+    from training.config import load_config
+
+    cfg = load_config([*meta["argv"], "--output", "unused"])
+    model = clzoo.create_model(cfg["model"], pretrained=False, num_classes=0, **cfg["model_args"]).train()
+    sizes, hooks = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out, name=name: sizes.__setitem__(name, inp[0].numel() // inp[0].shape[1])))
+    with torch.no_grad():
+        model(tensors["views/0/0"].float())
+    for h in hooks:
+        h.remove()
+    return sizes
 
 
 def with_setting(argv: list, flag: str, value: str) -> list:

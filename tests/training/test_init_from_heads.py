@@ -274,11 +274,11 @@ def simclrv2_file(tmp_path_factory):
 def test_simclrv2_projection_equals_the_official_tf_code(simclrv2_file):
     from tests.test_convert_tf import GOLDEN, features
     args = ["--method", "simclrv2", "--init-from", "simclrv2_resnet50.in1k", "--init-from-file", str(simclrv2_file)]
-    with pytest.raises(ConfigError) as e:  # TF's last BN has a scale, the recipe's head none
-        pretrain.initial_method(load_config(args), INFO)
+    with pytest.raises(ConfigError) as e:  # TF's last BN has a scale; a head configured without one
+        pretrain.initial_method(load_config([*args, "--hparams.proj_last_bn_scale", "false"]), INFO)
     assert "7.weight: not in the configured module" in str(e.value)
     assert "--hparams.proj_last_bn_scale true" in str(e.value)
-    method = pretrain.initial_method(load_config([*args, "--hparams.proj_last_bn_scale", "true"]), INFO).double()
+    method = pretrain.initial_method(load_config(args), INFO).double()  # the default: TF's head
     projection = features(nn.Sequential(method.backbone, method.projector), 64, torch.float64)
     assert np.abs(projection - np.load(GOLDEN / "simclr_r50_1x_sk0.npz")["projection_64"]).max() <= 1e-9
     assert not method.projector[-1].bias.requires_grad and not method.projector[-1].bias.any()  # no beta

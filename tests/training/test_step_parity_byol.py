@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from step_parity import _prefixed, assert_matches, assert_setting_detected, clzoo_steps, load_fixture
+from step_parity import _prefixed, assert_matches, assert_setting_detected, bn_sizes, clzoo_steps, load_fixture
 
 pytestmark = pytest.mark.step_parity
 
@@ -50,26 +50,6 @@ def test_byol_comparison_can_fail(fixture, tmp_path, flag, value, changed):
     assert_setting_detected(*fixture, tmp_path, flag, value, changed)
 
 
-def _bn_sizes(meta, tensors) -> dict[str, int]:
-    """Values per channel that each backbone BN normalises over (batch x height x width) on a fixture view."""
-    import clzoo
-
-    from training.config import load_config
-
-    cfg = load_config([*meta["argv"], "--output", "unused"])
-    model = clzoo.create_model(cfg["model"], pretrained=False, num_classes=0, **cfg["model_args"]).train()
-    sizes, hooks = {}, []
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, name=name: sizes.__setitem__(name, inp[0].numel() // inp[0].shape[1])))
-    with torch.no_grad():
-        model(tensors["views/0/0"].float())
-    for h in hooks:
-        h.remove()
-    return sizes
-
-
 def test_byol_bn_statistics(fixture, clzoo_run):
     """PyTorch's running_mean is Haiku's un-debiased EMA (`hidden`: both start at 0, decay 0.9), and
     running_var = 0.9^U (its initial 1) + n / (n - 1) x Haiku's `hidden` of the biased variance, after U
@@ -77,7 +57,7 @@ def test_byol_bn_statistics(fixture, clzoo_run):
     meta, tensors = fixture
     _, state = clzoo_run
     haiku = _prefixed(tensors, "haiku_state/")
-    sizes = _bn_sizes(meta, tensors)
+    sizes = bn_sizes(meta, tensors)
     updates = 2 * len(meta["losses"])
     atol = meta["atol"]
     worst = 0.0

@@ -31,7 +31,8 @@ def _backbone():
 
 def test_simclrv2_momentum_memory_loss_by_hand():
     """At step 0 the momentum encoder equals the online one, so the keys equal the (detached) queries:
-    loss = 1/2 sum_views mean_i CE([z_a,i . k_b / tau, z_a,i . queue / tau], i)."""
+    loss = sum_views mean_i CE([z_a,i . k_b / tau, z_a,i . queue / tau], i) (the directions summed, as the
+    released NT-Xent sums them; `loss_reduction: mean` halves it)."""
     m = SimCLRv2(_backbone(), INFO, tau=0.5, proj_hidden_dim=16, memory_size=6)
     b = _batch()
     loss, _ = m(b, 0)
@@ -42,8 +43,11 @@ def test_simclrv2_momentum_memory_loss_by_hand():
     for q, k in ((z1, z2), (z2, z1)):
         for i in range(4):
             logits = [float(q[i] @ k[j]) / 0.5 for j in range(4)] + [float(q[i] @ queue[j]) / 0.5 for j in range(6)]
-            expected += -(logits[i] - math.log(sum(math.exp(x) for x in logits))) / 4 / 2
+            expected += -(logits[i] - math.log(sum(math.exp(x) for x in logits))) / 4
     assert loss.item() == pytest.approx(expected, rel=1e-4)
+    mean = SimCLRv2(_backbone(), INFO, tau=0.5, proj_hidden_dim=16, memory_size=6, loss_reduction="mean")
+    mean.load_state_dict(m.state_dict())
+    assert mean(b, 0)[0].item() == pytest.approx(expected / 2, rel=1e-4)
     m.after_optimizer_step(0)
     # keys of view 1 then view 2 enqueued FIFO into 6 slots: view 2 wraps over slots 0-1
     assert torch.allclose(m.queue.queue[[2, 3]], z1[2:], atol=1e-5)

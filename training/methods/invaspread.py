@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..modules.dist import gather_no_grad, rank
+from ..modules.dist import fp32, gather_no_grad, rank
 from ..modules.heads import MLPHead
 from ..modules.optim import split_decay
 
@@ -49,7 +49,7 @@ class InvaSpread(nn.Module):
 
     def forward(self, batch: dict, step: int):
         x1, x2 = batch["views"][:2]
-        f = F.normalize(self.projector(self.backbone(torch.cat((x1, x2)))), dim=1).float()
+        f = fp32(F.normalize(self.projector(self.backbone(torch.cat((x1, x2)))), dim=1))
         f1, f2 = f.chunk(2)
         f_all = torch.cat((gather_no_grad(f1), gather_no_grad(f2)))
         loss = batch_criterion(f, f_all, rank() * len(f1), self.tau)

@@ -8,8 +8,9 @@ Changes from SimCLR v1 (methods.md §2.9):
   past batches, consistent with MoCo" (google-research/simclr#115, #167). Here, with `memory_size > 0`:
   each online view z_a is contrasted with the momentum-encoder keys of the other view of the whole
   (gathered) batch, its own at index rank * B + i, plus the queue of past keys; both directions are
-  averaged; keys of both views are enqueued once per optimizer step; the EMA (m) follows the optimizer
-  step. With `memory_size = 0` (the released code) the loss is exactly v1's NT-Xent.
+  summed, as the released NT-Xent sums them (`loss_reduction`); keys of both views are enqueued once per
+  optimizer step; the EMA (m) follows the optimizer step. With `memory_size = 0` (the released code) the
+  loss is exactly v1's NT-Xent.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..modules.dist import gather_no_grad, rank
+from ..modules.dist import fp32, gather_no_grad, rank
 from ..modules.momentum import ema_update, momentum_copy
 from ..modules.queue import Queue
 from .official import load_official
@@ -32,9 +33,10 @@ class SimCLRv2(SimCLR):
 
     def __init__(self, backbone: nn.Module, info=None, tau: float = 0.1, proj_hidden_dim: int | None = None,
                  proj_dim: int = 128, proj_layers: int = 3, memory_size: int = 0, m: float = 0.999,
-                 proj_last_bn_scale: bool = False):
+                 proj_last_bn_scale: bool = True, loss_reduction: str = "sum"):
         super().__init__(backbone, info, tau=tau, proj_hidden_dim=proj_hidden_dim, proj_dim=proj_dim,
-                         proj_layers=proj_layers, proj_last_bn_scale=proj_last_bn_scale)
+                         proj_layers=proj_layers, proj_last_bn_scale=proj_last_bn_scale,
+                         loss_reduction=loss_reduction)
         self.memory_size, self.m = memory_size, m
         if memory_size:
             self.momentum_backbone = momentum_copy(backbone)
@@ -47,16 +49,16 @@ class SimCLRv2(SimCLR):
             return super().forward(batch, step)
         x1, x2 = batch["views"][:2]
         z = F.normalize(self.projector(self.backbone(torch.cat((x1, x2)))), dim=1)
-        z1, z2 = z.float().chunk(2)
+        z1, z2 = fp32(z).chunk(2)
         with torch.no_grad():
-            k = F.normalize(self.momentum_projector(self.momentum_backbone(torch.cat((x1, x2)))), dim=1).float()
+            k = fp32(F.normalize(self.momentum_projector(self.momentum_backbone(torch.cat((x1, x2)))), dim=1))
             k1, k2 = gather_no_grad(k[:len(x1)]), gather_no_grad(k[len(x1):])
-        queue = self.queue.negatives().float()
+        queue = fp32(self.queue.negatives())
         labels = torch.arange(len(z1), device=z1.device) + rank() * len(z1)
         loss = 0
         for q, keys in ((z1, k2), (z2, k1)):
             logits = torch.cat((q @ keys.T, q @ queue.T), 1) / self.tau
-            loss = loss + F.cross_entropy(logits, labels) / 2
+            loss = loss + F.cross_entropy(logits, labels) * self.direction_weight
         self._pending += [k1, k2]
         return loss, {"pos_sim": (z1 * z2).sum(1).mean().detach()}
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from recording import loss_recording_meter
+from recording import detached, generator_args, loss_recording_meter
 
 from narrow_resnet import CHANNELS, NarrowResNet18
 
@@ -89,14 +89,11 @@ def clzoo_state(model, lemniscate) -> dict:
         out[("projector.0." + k[3:]) if k.startswith("fc.") else "backbone." + k] = v
     out["bank.bank"] = lemniscate.memory
     out["Z"] = lemniscate.params[2].clone()
-    return {k: v.detach().clone().contiguous() for k, v in out.items()}
+    return detached(out)
 
 
 def main():
-    src, commit = os.path.abspath(sys.argv[1]), sys.argv[2]
-    dtype_name = sys.argv[3] if len(sys.argv) > 3 else "float64"
-    out_dir = sys.argv[4] if len(sys.argv) > 4 else HERE
-    dtype = getattr(torch, dtype_name)
+    src, commit, dtype_name, out_dir, dtype = generator_args()
     torch.set_default_dtype(dtype)  # NCEAverage's memory and params buffers
     sys.path.insert(0, src)
     sys.path.insert(1, REPO)

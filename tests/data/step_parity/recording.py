@@ -1,4 +1,5 @@
-"""Shared by the generators whose official `train` logs its loss through an AverageMeter."""
+"""Shared by the step-parity generators: their command line, the copies they store, and a loss-recording
+AverageMeter for the official `train` functions that log their loss through one."""
 
 
 def loss_recording_meter(average_meter: type, losses: list) -> type:
@@ -18,3 +19,21 @@ def loss_recording_meter(average_meter: type, losses: list) -> type:
             super().update(val, n)
 
     return RecordingMeter
+
+
+def generator_args(default_dtype: str = "float64") -> tuple:
+    """(snapshot path, commit, dtype name, output folder, torch dtype) from `gen_*.py SRC COMMIT [DTYPE] [OUT]`."""
+    import os
+    import sys
+
+    import torch
+
+    src, commit = os.path.abspath(sys.argv[1]), sys.argv[2]
+    dtype_name = sys.argv[3] if len(sys.argv) > 3 else default_dtype
+    out_dir = sys.argv[4] if len(sys.argv) > 4 else os.path.dirname(os.path.abspath(__file__))
+    return src, commit, dtype_name, out_dir, getattr(torch, dtype_name)
+
+
+def detached(state: dict) -> dict:
+    """Copies of a state's tensors, contiguous, as the fixtures store them."""
+    return {k: v.detach().clone().contiguous() for k, v in state.items()}
