@@ -1,7 +1,7 @@
 """InfoMin: clzoo's trainer takes the official trainer's 3 optimizer steps (HobbitLong/PyContrast
 `--method InfoMin`: ContrastTrainer._train_moco with RGBMultiHeads, JigsawHead, RGBMoCo, shuffle-BN, SGD and
 momentum_update, under main_worker's per-epoch adjust_learning_rate; fixture from
-tests/data/step_parity/gen_infomin.py).
+tests/data/step_parity/gen_pycontrast.py).
 
 PyContrast's JigsawHead draws its patch order inside the forward; the fixture's jigsaw patches are in the
 order it drew (clzoo's augmentation shuffles them, data/transforms.Jigsaw). PyContrast's cosine is per epoch,

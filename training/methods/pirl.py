@@ -10,7 +10,8 @@ CVPR 2020. No standalone official repository; the reference is VISSL
     m_I <- norm(m m_I + (1 - m) f(v_I)), m = 0.5, after the step          (memory bank, eq. 6)
 Negatives: K = 32000 memory entries drawn uniformly, shared by both terms. `loss: softmax` replaces each
 NCE term by the cross-entropy over the same entries (VISSL NCELossWithMemory's `loss_type: cross_entropy`),
-or with `K: 0` over the whole bank. The patches come from
+or with `K: 0` over the whole bank (PyContrast's `--method PIRL` is `loss: softmax` with
+`decay_bias_and_norm: true`: tests/training/test_step_parity_pirl.py). The patches come from
 data/transforms.Jigsaw (3x3 grid, colour augmentation per patch, shuffled order).
 """
 
@@ -21,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.rng import generator
-from ..modules.dist import gather_no_grad
+from ..modules.dist import fp32, gather_no_grad
 from ..modules.heads import JigsawHead, MLPHead
 from ..modules.losses import nce_binary, nce_z_estimate
 from ..modules.memory_bank import MemoryBank
@@ -30,14 +31,14 @@ from ..modules.optim import split_decay
 
 class PIRL(nn.Module):
     def __init__(self, backbone: nn.Module, info, tau: float = 0.07, K: int = 32000, m: float = 0.5,
-                 lambd: float = 0.5, dim: int = 128, loss: str = "nce"):
+                 lambd: float = 0.5, dim: int = 128, loss: str = "nce", decay_bias_and_norm: bool = False):
         super().__init__()
         if loss not in ("nce", "softmax"):
             raise ValueError(f"pirl loss must be 'nce' or 'softmax', got {loss!r}")
         if loss == "nce" and K < 1:
             raise ValueError("pirl: NCE needs K >= 1 noise samples (K = 0 is the softmax over the whole bank)")
         self.backbone, self.tau, self.K, self.m, self.lambd, self.seed = backbone, tau, K, m, lambd, info.seed
-        self.loss = loss
+        self.loss, self.decay_bias_and_norm = loss, decay_bias_and_norm
         D = backbone.num_features
         self.image_head = MLPHead(D, [], dim)
         self.jigsaw_head = JigsawHead(D, dim)
@@ -47,8 +48,8 @@ class PIRL(nn.Module):
 
     def forward(self, batch: dict, step: int):
         x, patches, index = batch["views"][0], batch["jigsaw"], batch["index"]
-        f = F.normalize(self.image_head(self.backbone(x)), dim=1).float()
-        g = F.normalize(self.jigsaw_head(self.backbone(patches.flatten(0, 1))), dim=1).float()
+        f = fp32(F.normalize(self.image_head(self.backbone(x)), dim=1))
+        g = fp32(F.normalize(self.jigsaw_head(self.backbone(patches.flatten(0, 1))), dim=1))
         index = index.to(f.device)
         noise = self.bank.sample(index, self.K, self.seed, 2, step, len(self._pending)) if self.K else None
         losses = []
@@ -71,4 +72,5 @@ class PIRL(nn.Module):
         self._pending = []
 
     def param_groups(self) -> list[dict]:
-        return split_decay(self)  # VISSL: no weight decay on BN and biases
+        # VISSL: no weight decay on BN and biases; PyContrast's PIRL (`decay_bias_and_norm`) decays every parameter
+        return split_decay(self, exclude_bias_and_norm=not self.decay_bias_and_norm)
