@@ -138,7 +138,7 @@ def export_backbone(backbone: torch.nn.Module, run_dir: str, data_config: dict, 
     model = copy.deepcopy(backbone).cpu().to(memory_format=torch.contiguous_format)
     for name, mod in list(model.named_modules()):  # SplitBatchNorm is a training-time BatchNorm2d
         if isinstance(mod, SplitBatchNorm):
-            mod.__class__ = torch.nn.BatchNorm2d
+            mod.__class__ = mod.bn_class
     for p in model.parameters():
         p.data = p.data.contiguous()
     for b in model.buffers():

@@ -45,7 +45,10 @@ DEFAULTS: dict = {
     "channels_last": True,
     "vit_pos_interpolation": "dino",  # multi-crop ViTs, crops of another size: dino (main_dino.py's bicubic
                                 # by scale factor) | timm (resample_abs_pos_embed, antialiased)
-    "sync_bn": False,           # SyncBatchNorm across processes (CUDA only)
+    "sync_bn": False,           # BatchNorm over the global batch: SyncBatchNorm on CUDA, GlobalBatchNorm on
+                                # gloo / CPU; false: BN per process (statistics averaged at each step)
+    "bn_splits": 1,             # BN per process in this many contiguous groups (SplitBatchNorm): one process
+                                # with bn_splits W normalises as W processes do (MoCo's simulated shuffle-BN)
     "num_workers": 0,
     "threads": 0,               # torch CPU threads per process; 0: the cores / processes (OMP_NUM_THREADS wins)
     "optimizer": "sgd",         # sgd | lars | larc (apex LARC: SwAV, DeepCluster-v2) | adamw
@@ -235,14 +238,20 @@ def validate(cfg: dict) -> None:
     from .methods import hparam_names
     allowed = hparam_names(cfg["method"])
     for k in cfg["hparams"]:
+        if k == "bn_splits":
+            raise ConfigError("hparams.bn_splits is now a trainer setting for every method: use --bn-splits "
+                              f"{cfg['hparams'][k]} (bn_splits: in a config)")
         if k not in allowed:
             raise ConfigError(f"unknown hyper-parameter hparams.{k} for {cfg['method']}.{_close(k, allowed)} "
                               f"{cfg['method']} takes: {', '.join(allowed)}")
-    for key in ("batch_size", "image_size", "grad_accum"):
+    for key in ("batch_size", "image_size", "grad_accum", "bn_splits"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if cfg["batch_size"] % cfg["grad_accum"]:
         raise ConfigError(f"batch_size {cfg['batch_size']} is not divisible by grad_accum {cfg['grad_accum']}")
+    if cfg["sync_bn"] and cfg["bn_splits"] > 1:
+        raise ConfigError(f"sync_bn normalises over the global batch; bn_splits {cfg['bn_splits']} asks for BN in "
+                          "groups: set one of them")
     if isinstance(cfg["init_heads"], bool):  # YAML reads an unquoted yes / no as a boolean
         cfg["init_heads"] = "yes" if cfg["init_heads"] else "no"
     choices = {"optimizer": ("sgd", "lars", "larc", "adamw"), "warmup_style": ("fraction", "linspace"),

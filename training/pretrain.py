@@ -39,10 +39,13 @@ from training.data import SkipUnreadable, build_dataset, collate
 from training.data.rng import generator, hash64
 from training.data.transforms import build_views
 from training.methods import TrainInfo, build_method, method_class
+from training.modules.dist import average_bn_statistics, convert_sync_batchnorm
+from training.modules.heads import convert_split_bn
 from training.modules.losses import fp32
 from training.modules.multicrop import use_dino_pos_interpolation
 from training.modules.optim import (build_optimizer, clip_gradients_per_param, cosine_schedule, scaled_lr,
                                     step_schedule)
+from training.modules.stochastic_depth import convert_drop_path, sample_keys
 from training.monitor import eval_data_config, eval_view, knn_eval
 
 
@@ -141,6 +144,8 @@ def initial_method(cfg: dict, info: TrainInfo, log=print, resuming: bool = False
     if cfg["channels_last"]:
         backbone = backbone.to(memory_format=torch.channels_last)
     method = build_method(cfg["method"], backbone, info, **cfg["hparams"])
+    # world-size invariance: BN in bn_splits groups per process, stochastic depth drawn per sample
+    method = convert_drop_path(convert_split_bn(method, cfg["bn_splits"]))
     if official is not None:
         log(f"--init-from {official.name}: " + "; ".join(method.load_pretrained(official)))
     return method
@@ -234,7 +239,9 @@ def optimizer_step(accelerator, method, optimizer, micro_batches, step: int, cfg
     for a, batch in enumerate(micro_batches):
         sync = accelerator.no_sync(method) if a < A - 1 else contextlib.nullcontext()
         with sync:
-            with accelerator.autocast():
+            keys = (sample_keys(batch["index"], step, cfg["seed"]) if "index" in batch
+                    else contextlib.nullcontext())
+            with accelerator.autocast(), keys:
                 loss, logs = method(batch, step)
             accelerator.backward(loss / A)
         loss_sum = loss_sum + fp32(loss.detach()) / A  # float64 in a float64 (step-parity) run
@@ -257,6 +264,8 @@ def optimizer_step(accelerator, method, optimizer, micro_batches, step: int, cfg
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     raw.after_optimizer_step(step)
+    if not cfg["sync_bn"]:
+        average_bn_statistics(raw)  # BN per process: keep the statistics one process with bn_splits keeps
     return loss_mean, logs_acc
 
 
@@ -308,8 +317,8 @@ def train(cfg: dict) -> dict:
 
     set_seed(cfg["seed"])  # identical initialisation on every process
     method = initial_method(cfg, info, log, resuming=resume is not None)
-    if cfg["sync_bn"] and device.type == "cuda" and world > 1:
-        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if cfg["sync_bn"] and world > 1:
+        method = convert_sync_batchnorm(method, device)
     optimizer = make_optimizer(cfg, method)
     schedule = Schedule(cfg, total_steps, steps_per_epoch)
     lrs, wds = schedule.lr, schedule.wd

@@ -22,7 +22,7 @@ STEPS = 16
 # K=65536 makes the checkpoint ~38 MB, so that a write lasts long enough for random kills to land inside it.
 ARGS = ["--method", "mocov2", "--model", "test_resnet", "--image-size", "32", "--batch-size", "32",
         "--data-args.num_samples", "128", "--knn.every", "0", "--threads", "1", "--max-steps", str(STEPS),
-        "--save-every", "1", "--hparams.K", "65536", "--hparams.bn_splits", "2"]
+        "--save-every", "1", "--hparams.K", "65536", "--bn-splits", "2"]
 
 
 def _start(out, resume):

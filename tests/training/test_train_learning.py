@@ -102,7 +102,7 @@ LEARNS = {  # method: (extra arguments, kNN margin over init, min std x sqrt(D))
 HALF_RESNET18 = ["--model", "resnet18", "--model-args.channels", "[32,64,128,256]"]
 WIDE_COMMON = [*COMMON, *HALF_RESNET18, "--image-size", "16", "--epochs", "20", "--min-lr", "0",
                "--knn.test_samples", "2000", *MILD_COLOUR]
-QUEUE = ["--lr", "0.3", "--hparams.K", "4096", "--hparams.m", "0.99", "--hparams.bn_splits", "8"]
+QUEUE = ["--lr", "0.3", "--hparams.K", "4096", "--hparams.m", "0.99", "--bn-splits", "8"]
 LEARNS_WIDE = {  # method: (extra arguments, kNN margin over init, min std x sqrt(D))
     "mocov1": ([*QUEUE, "--epochs", "12"], 0.013, 0.45),
     "mocov2": ([*QUEUE, "--epochs", "12"], 0.015, 0.5),

@@ -33,7 +33,7 @@ COMMON = ["--model", "resnet18", "--image-size", "32", "--batch-size", "256", "-
           "--weight-decay", "5e-4", "--save-every", "100000", "--aug.preset", "mocov2", "--aug.scale", "[0.2,1.0]"]
 LOCAL = ["--aug.local_views", "2", "--aug.local_size", "16", "--aug.local_scale", "[0.1,0.4]",
          "--aug.scale", "[0.4,1.0]"]
-QUEUE = ["--lr", "0.3", "--hparams.K", "4096", "--hparams.m", "0.99", "--hparams.bn_splits", "8"]
+QUEUE = ["--lr", "0.3", "--hparams.K", "4096", "--hparams.m", "0.99", "--bn-splits", "8"]
 INIT = 0.095  # measured kNN of the random-init ResNet-18; the test compares with the run's own value
 
 CASES = {  # method: (extra arguments, measured final kNN, margin asserted over init)

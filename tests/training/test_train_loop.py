@@ -50,7 +50,7 @@ def _final_state(out):
 
 def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     args = ["--method", "mocov2", "--max-steps", "6", "--save-every", "2", "--hparams.K", "64",
-            "--hparams.bn_splits", "2", "--lr", "0.3"]
+            "--bn-splits", "2", "--lr", "0.3"]
     rc, full = run(tmp_path, "full", *args)
     assert rc == 0
 

@@ -1,5 +1,6 @@
 """Shared pieces: queue, memory bank, EMA, LARS, schedules, heads, split BN, single-process gathers."""
 
+import copy
 import math
 
 import numpy as np
@@ -188,17 +189,34 @@ def test_jigsaw_head_concatenates_patches_in_order():
     assert torch.allclose(out, manual) and out.shape == (2, 4)
 
 
-def test_split_batchnorm_equals_per_chunk_bn():
+@pytest.mark.parametrize("shape", [(8, 3, 4, 4), (12, 5)])
+def test_split_batchnorm_equals_per_process_bn(shape):
+    """bn_splits S in one process = S processes with their own BN on contiguous slices (the trainer's
+    per-process slices): outputs, gradients and the running statistics averaged over the processes."""
     torch.manual_seed(0)
-    bn = nn.BatchNorm2d(3)
-    model = convert_split_bn(nn.Sequential(bn), 2)
-    assert isinstance(model[0], SplitBatchNorm)
-    x = torch.randn(8, 3, 4, 4)
-    # MoCo colab: input.view(-1, C * S, H, W) puts samples i, i + S, ... in split i % S
-    ref = torch.empty_like(x)
-    for s in range(2):
-        ref[s::2] = F.batch_norm(x[s::2], None, None, training=True)
-    assert torch.allclose(model(x), ref, atol=1e-5)
+    x = torch.randn(*shape) * 3 + 1
+    bn = nn.BatchNorm2d(shape[1]) if len(shape) == 4 else nn.BatchNorm1d(shape[1])
+    nn.init.normal_(bn.weight), nn.init.normal_(bn.bias)
+    per_process = [copy.deepcopy(bn) for _ in range(2)]
+    model = convert_split_bn(nn.Sequential(copy.deepcopy(bn)), 2)
+    assert isinstance(model[0], SplitBatchNorm) and model[0].bn_class is type(bn)
+    xs = x.clone().requires_grad_()
+    out = model(xs)
+    ref = torch.cat([m(c) for m, c in zip(per_process, x.chunk(2))])
+    assert torch.allclose(out, ref, atol=1e-5)
+    g = torch.randn_like(out)
+    out.backward(g)
+    xr = x.clone().requires_grad_()
+    grad_copies = [copy.deepcopy(bn) for _ in range(2)]
+    torch.cat([m(c) for m, c in zip(grad_copies, xr.chunk(2))]).backward(g)
+    assert torch.allclose(xs.grad, xr.grad, atol=1e-5)
+    assert torch.allclose(model[0].weight.grad, sum(m.weight.grad for m in grad_copies), atol=1e-4)
+    for name in ("running_mean", "running_var"):
+        avg = sum(getattr(m, name) for m in per_process) / 2
+        assert torch.allclose(getattr(model[0], name), avg, atol=1e-6), name
+        assert not torch.allclose(getattr(model[0], name), getattr(per_process[0], name), atol=1e-3)
+    with pytest.raises(ValueError, match="does not divide"):
+        model(torch.randn(3, *shape[1:]))
 
 
 def test_single_process_gathers_and_shuffle_bn_are_identity():

@@ -28,8 +28,8 @@ class InfoMin(MoCo):
     jigsaw query branch."""
 
     def __init__(self, backbone: nn.Module, info=None, tau: float = 0.15, K: int = 65536, m: float = 0.999,
-                 beta: float = 0.5, dim: int = 128, bn_splits: int = 1):
-        super().__init__(backbone, info, tau=tau, K=K, m=m, dim=dim, mlp=True, bn_splits=bn_splits)
+                 beta: float = 0.5, dim: int = 128):
+        super().__init__(backbone, info, tau=tau, K=K, m=m, dim=dim, mlp=True)
         self.beta = beta
         D = backbone.num_features
         self.jigsaw_head = JigsawHead(D, dim, hidden_dims=[D])

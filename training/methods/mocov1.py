@@ -13,8 +13,9 @@ Algorithm 1 of the paper, line by line:
         f_k.params = m * f_k.params + (1-m) * f_q.params   -> after_optimizer_step (MoCo does it right
                                                      before the next key forward: the same sequence)
         enqueue(queue, k); dequeue(queue)         -> after_optimizer_step, keys gathered from every process
-`bn_splits > 1` simulates shuffle-BN in a single process (SplitBatchNorm, MoCo CIFAR colab); with
-several processes the real shuffle across processes is used.
+The trainer's `--bn-splits S` simulates shuffle-BN in a single process (SplitBatchNorm, MoCo's CIFAR
+colab): one process with S groups normalises as S processes do; with several processes the real shuffle
+across processes is used.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..modules.dist import gather_no_grad, shuffle_bn_forward
-from ..modules.heads import MLPHead, convert_split_bn
+from ..modules.heads import MLPHead
 from ..modules.losses import info_nce
 from ..modules.momentum import ema_update, momentum_copy
 from ..modules.optim import split_decay
@@ -39,10 +40,10 @@ OFFICIAL = OfficialLayout(heads={"fc": "projector"}, keys={"fc": single_layer_ke
 
 class MoCo(nn.Module):
     def __init__(self, backbone: nn.Module, info=None, tau: float = 0.07, K: int = 65536, m: float = 0.999,
-                 dim: int = 128, mlp: bool = False, bn_splits: int = 1):
+                 dim: int = 128, mlp: bool = False):
         super().__init__()
         self.tau, self.m = tau, m
-        self.backbone = convert_split_bn(backbone, bn_splits)
+        self.backbone = backbone
         D = backbone.num_features
         # v1: fc -> dim; v2 (`--mlp`): Linear(D, D)-ReLU-Linear(D, dim), no BN (moco/builder.py)
         self.projector = MLPHead(D, [D] if mlp else [], dim)

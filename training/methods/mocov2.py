@@ -16,5 +16,5 @@ from .mocov1 import MoCo
 
 class MoCoV2(MoCo):
     def __init__(self, backbone: nn.Module, info=None, tau: float = 0.2, K: int = 65536, m: float = 0.999,
-                 dim: int = 128, bn_splits: int = 1):
-        super().__init__(backbone, info, tau=tau, K=K, m=m, dim=dim, mlp=True, bn_splits=bn_splits)
+                 dim: int = 128):
+        super().__init__(backbone, info, tau=tau, K=K, m=m, dim=dim, mlp=True)

@@ -15,8 +15,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 
 def world_size() -> int:
@@ -106,11 +109,89 @@ def fp32(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.float64 else x.float()
 
 
+def _global_moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean and biased variance of `x` over `dims` and over every process's batch, differentiable (two
+    passes: the variance is a sum of squared deviations from the global mean), and the global count."""
+    n_local = x.numel() // math.prod(x.shape[d] for d in range(x.dim()) if d not in dims)
+    n = int(reduce_no_grad(torch.tensor(float(n_local), device=x.device))) if world_size() > 1 else n_local
+    mean = all_reduce_sum(x.sum(dims, keepdim=True)) / n
+    var = all_reduce_sum(((x - mean) ** 2).sum(dims, keepdim=True)) / n
+    return mean, var, n
+
+
 def global_batch_norm(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Affine-free BatchNorm1d in training mode over the global batch (SyncBatchNorm of Barlow Twins'
     `bn`), differentiable, on any device: mean and biased variance from sums over every process."""
     z = fp32(z)
-    n = len(z) * world_size()  # every process holds an equal share of the global batch
-    mean = all_reduce_sum(z.sum(0)) / n
-    var = all_reduce_sum(((z - mean) ** 2).sum(0)) / n
+    mean, var, _ = _global_moments(z, [0])
     return (z - mean) / torch.sqrt(var + eps)
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the global batch on any backend (gloo / CPU included): `SyncBatchNorm` without
+    its CUDA kernels. In training mode the batch mean and biased variance are all-reduced over every
+    process, with the gradient through the all-reduce, and the running statistics take nn.BatchNorm's
+    update (momentum, or a cumulative average when momentum is None; the unbiased variance of the global
+    batch), so every process holds the same buffers. Evaluation mode, or a single process, is plain BN."""
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected a 2D or higher input (N, C, ...), got {x.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or world_size() == 1:
+            return super().forward(x)
+        self._check_input_dim(x)
+        mean, var, n = _global_moments(x, [d for d in range(x.dim()) if d != 1])
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - f).add_(mean.flatten().to(self.running_mean.dtype), alpha=f)
+                unbiased = var.flatten() * (n / max(n - 1, 1))
+                self.running_var.mul_(1 - f).add_(unbiased.to(self.running_var.dtype), alpha=f)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        out = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm of `module` normalised over the global batch: torch's SyncBatchNorm on CUDA,
+    GlobalBatchNorm elsewhere. Parameters and buffers are kept (the same tensors, `requires_grad` included,
+    so frozen momentum copies stay frozen); the state-dict keys do not change."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        for name in ("weight", "bias"):
+            setattr(new, name, getattr(module, name))
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(new, name, getattr(module, name))
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, convert_sync_batchnorm(child, device))
+    return module
+
+
+@torch.no_grad()
+def average_bn_statistics(module: nn.Module) -> None:
+    """Average every BatchNorm's running mean and variance over the processes (one all-reduce). With BN
+    per process (no sync_bn) each process would keep the statistics of its own slices; their mean is
+    what one process holding all slices as `bn_splits` groups keeps (SplitBatchNorm), so the exported
+    statistics do not depend on the number of processes. A no-op for one process."""
+    W = world_size()
+    if W == 1:
+        return
+    buffers = [b for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               and m.track_running_stats for b in (m.running_mean, m.running_var)]
+    if not buffers:
+        return
+    flat = torch.cat([b.flatten().double() for b in buffers])
+    dist.all_reduce(flat)
+    flat /= W
+    for b, v in zip(buffers, flat.split([b.numel() for b in buffers])):
+        b.copy_(v.view_as(b))

@@ -44,37 +44,52 @@ class MLPHead(nn.Sequential):
         super().__init__(*layers)
 
 
-class SplitBatchNorm(nn.BatchNorm2d):
-    """BatchNorm over `num_splits` groups of the batch, as if on `num_splits` GPUs (MoCo CIFAR colab):
-    simulates shuffle-BN in one process. As in the colab (`input.view(-1, C * S, H, W)`), sample i falls
-    in split i % S. Running statistics are the mean over the splits."""
+class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over `num_splits` contiguous groups of the batch, as if on `num_splits` processes (MoCo's
+    CIFAR colab simulates shuffle-BN this way): with the trainer's contiguous per-process slices, one
+    process with `bn_splits W` normalises exactly the groups that W processes with per-process BN do.
+    Running statistics are the mean over the groups (what `dist.average_bn_statistics` keeps for W
+    processes). `bn_class` is the BatchNorm it stands for (restored on export)."""
 
-    def __init__(self, num_features: int, num_splits: int, **kw):
+    def __init__(self, num_features: int, num_splits: int, bn_class: type = nn.BatchNorm2d, **kw):
         super().__init__(num_features, **kw)
-        self.num_splits = num_splits
+        self.num_splits, self.bn_class = num_splits, bn_class
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected a 2D or higher input (N, C, ...), got {x.dim()}D")
 
     def forward(self, x):
-        N, C, H, W = x.shape
-        if not self.training or self.num_splits == 1 or N % self.num_splits:
-            return super().forward(x)
+        N, C = x.shape[:2]
         S = self.num_splits
+        if not self.training or S == 1:
+            return super().forward(x)
+        if N % S:
+            raise ValueError(f"bn_splits {S} does not divide this process's batch of {N} rows")
+        rest = x.shape[2:]
+        # (S, N/S, C, ...) -> (N/S, S*C, ...): group s becomes channels s*C..(s+1)*C of one batch norm
+        grouped = x.reshape(S, N // S, C, *rest).transpose(0, 1).reshape(N // S, S * C, *rest)
         rm, rv = self.running_mean.repeat(S), self.running_var.repeat(S)
-        out = nn.functional.batch_norm(
-            x.reshape(N // S, C * S, H, W), rm, rv, self.weight.repeat(S), self.bias.repeat(S), True,
-            self.momentum, self.eps).reshape(N, C, H, W)
+        w = self.weight.repeat(S) if self.affine else None
+        b = self.bias.repeat(S) if self.affine else None
+        self.num_batches_tracked.add_(1)
+        f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        out = nn.functional.batch_norm(grouped, rm, rv, w, b, True, f, self.eps)
         self.running_mean.copy_(rm.view(S, C).mean(0))
         self.running_var.copy_(rv.view(S, C).mean(0))
-        return out
+        return out.reshape(N // S, S, C, *rest).transpose(0, 1).reshape(N, C, *rest)
 
 
 def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
-    """Replace every BatchNorm2d of `module` by a SplitBatchNorm sharing its parameters and buffers."""
+    """Replace every BatchNorm of `module` by a SplitBatchNorm sharing its parameters and buffers."""
     if num_splits <= 1:
         return module
-    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, SplitBatchNorm):
-        new = SplitBatchNorm(module.num_features, num_splits, eps=module.eps, momentum=module.momentum,
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SplitBatchNorm):
+        new = SplitBatchNorm(module.num_features, num_splits, type(module), eps=module.eps, momentum=module.momentum,
                              affine=module.affine, track_running_stats=module.track_running_stats)
-        new.load_state_dict(module.state_dict())
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            setattr(new, name, getattr(module, name))
+        new.train(module.training)
         return new
     for name, child in module.named_children():
         setattr(module, name, convert_split_bn(child, num_splits))

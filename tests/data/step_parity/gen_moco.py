@@ -56,7 +56,7 @@ def clzoo_argv(variant: str) -> list:
             "--optimizer", "sgd", "--lr", str(LR), "--lr-scaling", "none", *schedule_args,
             "--warmup-epochs", "0", "--weight-decay", str(WD), "--momentum", str(MOMENTUM),
             "--mixed-precision", "no", "--channels-last", "false", "--hparams.dim", str(DIM), "--hparams.K", str(K),
-            "--hparams.m", str(M), "--hparams.tau", str(T), "--hparams.bn_splits", "1"]
+            "--hparams.m", str(M), "--hparams.tau", str(T), "--bn-splits", "1"]
 
 
 def clzoo_key(name: str) -> str:
