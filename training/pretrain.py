@@ -12,7 +12,10 @@ At the end the backbone is exported (model.safetensors + timm config.json) with 
 Data order: epoch e visits a permutation drawn from (seed, e); optimizer step s of the epoch takes the
 global batch perm[s*N:(s+1)*N], split into grad_accum micro-batches and, within each, into one
 contiguous slice per process. Every random draw is a function of (seed, epoch or step, index or rank),
-so a run is reproducible, resumes exactly, and sees the same views for any number of processes.
+so a run is reproducible, resumes exactly, and sees the same views for any number of processes. With
+`sync_bn` BatchNorm spans the global batch on any backend, otherwise each process's batch (`bn_splits`
+simulates W processes in one), and drop path is drawn per sample: 1 process at 2B and 2 at B take the same
+steps (tests/training/test_train_invariance.py).
 """
 
 from __future__ import annotations
