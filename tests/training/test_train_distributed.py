@@ -20,15 +20,20 @@ def _env(tmp_path):
     return env
 
 
+def two_processes(*command) -> list[str]:
+    """`accelerate launch` of `command` (a script and its arguments) as 2 gloo processes on the CPU (with
+    `ACCELERATE_USE_CPU=1` in the environment: `_env`)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *command]
+
+
 @pytest.mark.distributed
 def test_two_processes_match_one(tmp_path):
     env = _env(tmp_path)
     one, two = tmp_path / "one" / "out.pt", tmp_path / "two" / "out.pt"
     one.parent.mkdir(), two.parent.mkdir()
     subprocess.run([sys.executable, WORKER, str(one)], env=env, check=True, timeout=300)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", WORKER, str(two)]
-    proc = subprocess.run(launch, env=env, timeout=600, capture_output=True, text=True)
+    proc = subprocess.run(two_processes(WORKER, str(two)), env=env, timeout=600, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     a, b = torch.load(one, weights_only=False), torch.load(two, weights_only=False)
     assert a["world_size"] == 1 and b["world_size"] == 2

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from test_train_distributed import WORKER, _env
+from test_train_distributed import WORKER, _env, two_processes
 
 
 @pytest.mark.distributed
@@ -19,9 +19,7 @@ def test_two_processes_match_one_methods5(tmp_path):
     one, two = tmp_path / "one" / "out.pt", tmp_path / "two" / "out.pt"
     one.parent.mkdir(), two.parent.mkdir()
     subprocess.run([sys.executable, WORKER, str(one), "methods5"], env=env, check=True, timeout=300)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", WORKER, str(two), "methods5"]
-    proc = subprocess.run(launch, env=env, timeout=600, capture_output=True, text=True)
+    proc = subprocess.run(two_processes(WORKER, str(two), "methods5"), env=env, timeout=600, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     a, b = torch.load(one, weights_only=False), torch.load(two, weights_only=False)
     assert a["world_size"] == 1 and b["world_size"] == 2

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_train_distributed import _env
+from test_train_distributed import _env, two_processes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -50,10 +50,7 @@ def _run_both(tmp_path, names, extra=()):
     proc = subprocess.run([sys.executable, WORKER, str(one), *extra, *names], env=env, timeout=600,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", WORKER, str(two), *extra,
-              *names]
-    proc = subprocess.run(launch, env=env, timeout=900, capture_output=True, text=True)
+    proc = subprocess.run(two_processes(WORKER, str(two), *extra, *names), env=env, timeout=900, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert (one / "world_size").read_text() == "1" and (two / "world_size").read_text() == "2"
     for name in names:

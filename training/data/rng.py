@@ -35,11 +35,16 @@ def hash64(*keys) -> np.ndarray:
         return h
 
 
+def unit_interval(h: np.ndarray) -> np.ndarray:
+    """float64 in [0, 1) from the top 24 bits of uint64 hashes (exact in float32 too)."""
+    return (h >> np.uint64(40)).astype(np.float64) / float(1 << 24)
+
+
 def uniform(index, n: int, *keys) -> torch.Tensor:
     """(len(index), n) float32 uniforms in [0, 1): row i depends only on (keys, index[i], column)."""
     index = np.asarray(index.cpu() if torch.is_tensor(index) else index, dtype=np.int64).reshape(-1, 1)
     h = hash64(*keys, index, np.arange(n, dtype=np.int64)[None, :])
-    return torch.from_numpy(((h >> np.uint64(40)).astype(np.float64) / float(1 << 24)).astype(np.float32))
+    return torch.from_numpy(unit_interval(h).astype(np.float32))
 
 
 def randint(index, n: int, high: int, *keys) -> torch.Tensor:

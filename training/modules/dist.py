@@ -111,9 +111,9 @@ def fp32(x: torch.Tensor) -> torch.Tensor:
 
 def _global_moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Mean and biased variance of `x` over `dims` and over every process's batch, differentiable (two
-    passes: the variance is a sum of squared deviations from the global mean), and the global count."""
-    n_local = x.numel() // math.prod(x.shape[d] for d in range(x.dim()) if d not in dims)
-    n = int(reduce_no_grad(torch.tensor(float(n_local), device=x.device))) if world_size() > 1 else n_local
+    passes: the variance is a sum of squared deviations from the global mean), and the global count
+    (every process holds an equal share of the global batch: the trainer's slices)."""
+    n = x.numel() // math.prod(x.shape[d] for d in range(x.dim()) if d not in dims) * world_size()
     mean = all_reduce_sum(x.sum(dims, keepdim=True)) / n
     var = all_reduce_sum(((x - mean) ** 2).sum(dims, keepdim=True)) / n
     return mean, var, n
@@ -127,16 +127,41 @@ def global_batch_norm(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (z - mean) / torch.sqrt(var + eps)
 
 
-class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+class AnyRankBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Base of the trainer's BatchNorm variants: any input of shape (N, C, ...), and nn.BatchNorm's
+    running-statistics factor for the forward being counted."""
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected a 2D or higher input (N, C, ...), got {x.dim()}D")
+
+    def _count_batch(self) -> float:
+        """Count this batch; the factor of its statistics in the running ones (momentum, or a cumulative
+        average when momentum is None)."""
+        self.num_batches_tracked.add_(1)
+        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+
+
+def replace_batchnorm(module: nn.Module, make, skip: type) -> nn.Module:
+    """Replace every BatchNorm of `module` that is not a `skip` by `make(bn)`, which shares its parameters
+    and buffers (the same tensors, `requires_grad` included, so frozen momentum copies stay frozen; the
+    state-dict keys do not change) and its train / eval mode."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, skip):
+        new = make(module)
+        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            setattr(new, name, getattr(module, name))
+        return new.train(module.training)
+    for name, child in module.named_children():
+        setattr(module, name, replace_batchnorm(child, make, skip))
+    return module
+
+
+class GlobalBatchNorm(AnyRankBatchNorm):
     """BatchNorm over the global batch on any backend (gloo / CPU included): `SyncBatchNorm` without
     its CUDA kernels. In training mode the batch mean and biased variance are all-reduced over every
     process, with the gradient through the all-reduce, and the running statistics take nn.BatchNorm's
     update (momentum, or a cumulative average when momentum is None; the unbiased variance of the global
     batch), so every process holds the same buffers. Evaluation mode, or a single process, is plain BN."""
-
-    def _check_input_dim(self, x):
-        if x.dim() < 2:
-            raise ValueError(f"expected a 2D or higher input (N, C, ...), got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or world_size() == 1:
@@ -145,8 +170,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean, var, n = _global_moments(x, [d for d in range(x.dim()) if d != 1])
         if self.track_running_stats:
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                f = self._count_batch()
                 self.running_mean.mul_(1 - f).add_(mean.flatten().to(self.running_mean.dtype), alpha=f)
                 unbiased = var.flatten() * (n / max(n - 1, 1))
                 self.running_var.mul_(1 - f).add_(unbiased.to(self.running_var.dtype), alpha=f)
@@ -159,22 +183,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """Every BatchNorm of `module` normalised over the global batch: torch's SyncBatchNorm on CUDA,
-    GlobalBatchNorm elsewhere. Parameters and buffers are kept (the same tensors, `requires_grad` included,
-    so frozen momentum copies stay frozen); the state-dict keys do not change."""
+    GlobalBatchNorm elsewhere (`replace_batchnorm`: the same parameters and buffers)."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
-        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
-        for name in ("weight", "bias"):
-            setattr(new, name, getattr(module, name))
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            setattr(new, name, getattr(module, name))
-        new.train(module.training)
-        return new
-    for name, child in module.named_children():
-        setattr(module, name, convert_sync_batchnorm(child, device))
-    return module
+    return replace_batchnorm(module, lambda bn: GlobalBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine,
+                                                                bn.track_running_stats), GlobalBatchNorm)
 
 
 @torch.no_grad()

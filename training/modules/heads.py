@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .dist import AnyRankBatchNorm, replace_batchnorm
+
 
 class MLPHead(nn.Sequential):
     """Linear-[BN]-act per hidden width, then the output Linear [+ BN]. A Linear followed by BN has no bias
@@ -44,7 +46,7 @@ class MLPHead(nn.Sequential):
         super().__init__(*layers)
 
 
-class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
+class SplitBatchNorm(AnyRankBatchNorm):
     """BatchNorm over `num_splits` contiguous groups of the batch, as if on `num_splits` processes (MoCo's
     CIFAR colab simulates shuffle-BN this way): with the trainer's contiguous per-process slices, one
     process with `bn_splits W` normalises exactly the groups that W processes with per-process BN do.
@@ -54,10 +56,6 @@ class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
     def __init__(self, num_features: int, num_splits: int, bn_class: type = nn.BatchNorm2d, **kw):
         super().__init__(num_features, **kw)
         self.num_splits, self.bn_class = num_splits, bn_class
-
-    def _check_input_dim(self, x):
-        if x.dim() < 2:
-            raise ValueError(f"expected a 2D or higher input (N, C, ...), got {x.dim()}D")
 
     def forward(self, x):
         N, C = x.shape[:2]
@@ -72,9 +70,7 @@ class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
         rm, rv = self.running_mean.repeat(S), self.running_var.repeat(S)
         w = self.weight.repeat(S) if self.affine else None
         b = self.bias.repeat(S) if self.affine else None
-        self.num_batches_tracked.add_(1)
-        f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        out = nn.functional.batch_norm(grouped, rm, rv, w, b, True, f, self.eps)
+        out = nn.functional.batch_norm(grouped, rm, rv, w, b, True, self._count_batch(), self.eps)
         self.running_mean.copy_(rm.view(S, C).mean(0))
         self.running_var.copy_(rv.view(S, C).mean(0))
         return out.reshape(N // S, S, C, *rest).transpose(0, 1).reshape(N, C, *rest)
@@ -84,16 +80,9 @@ def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
     """Replace every BatchNorm of `module` by a SplitBatchNorm sharing its parameters and buffers."""
     if num_splits <= 1:
         return module
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SplitBatchNorm):
-        new = SplitBatchNorm(module.num_features, num_splits, type(module), eps=module.eps, momentum=module.momentum,
-                             affine=module.affine, track_running_stats=module.track_running_stats)
-        for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-            setattr(new, name, getattr(module, name))
-        new.train(module.training)
-        return new
-    for name, child in module.named_children():
-        setattr(module, name, convert_split_bn(child, num_splits))
-    return module
+    return replace_batchnorm(module, lambda bn: SplitBatchNorm(
+        bn.num_features, num_splits, type(bn), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+        track_running_stats=bn.track_running_stats), SplitBatchNorm)
 
 
 class JigsawHead(nn.Module):

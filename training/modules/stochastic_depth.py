@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.rng import hash64
+from ..data.rng import hash64, unit_interval
 
 _KEYS: contextvars.ContextVar = contextvars.ContextVar("clzoo_sample_keys", default=None)
 
@@ -67,8 +67,8 @@ class CounterDropPath(nn.Module):
             keys.calls[self.layer] = call + 1
             row = np.arange(n)
             h = hash64(keys.seed, 3000, keys.step, self.layer, call, row // B, keys.index[row % B])
-            u = (h >> np.uint64(40)).astype(np.float64) / float(1 << 24)
-            mask = torch.from_numpy(u < keep).to(x.device, x.dtype).view((n,) + (1,) * (x.dim() - 1))
+            mask = torch.from_numpy(unit_interval(h) < keep).to(x.device, x.dtype)
+            mask = mask.view((n,) + (1,) * (x.dim() - 1))
         if keep > 0.0 and self.scale_by_keep:
             mask = mask / keep
         return x * mask
