@@ -33,6 +33,7 @@ DEFAULTS: dict = {
                                 # its release has them and --method is its method) | yes (or fail) | no
     "data": "synthetic",        # synthetic | PATH (ImageFolder) | hf:NAME
     "data_args": {},            # e.g. {num_samples: 5000} for synthetic
+    "data_decode": "pil",       # ImageFolder decoding: pil | torchvision (torchvision.io, no PIL image)
     "image_size": 224,
     "epochs": 200,
     "max_steps": 0,             # > 0: stop after this many optimizer steps (schedules span the capped run)
@@ -190,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help=", ".join(METHODS))
     p.add_argument("--model", help="any timm backbone name or clzoo entry")
     p.add_argument("--data", help="synthetic | PATH (ImageFolder) | hf:NAME")
+    p.add_argument("--data-decode", choices=["pil", "torchvision"],
+                   help="ImageFolder JPEG/PNG decoding (torchvision: torchvision.io, faster)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--batch-size", type=int, help="global batch, split over processes")

@@ -144,9 +144,10 @@ def _write_folder(root):
     open(os.path.join(root, "train", "b", "2.png"), "wb").close()  # empty file
 
 
-def test_image_folder_skips_and_counts_corrupt_images(tmp_path):
+@pytest.mark.parametrize("decode", ["pil", "torchvision"])
+def test_image_folder_skips_and_counts_corrupt_images(tmp_path, decode):
     _write_folder(str(tmp_path))
-    ds = build_dataset(str(tmp_path), "train", image_size=16)
+    ds = build_dataset(str(tmp_path), "train", image_size=16, decode=decode)
     assert len(ds) == 6 and ds.classes == ["a", "b"]
     with pytest.raises(Exception):
         ds[1]  # the plain dataset raises, as torchvision's would
@@ -157,6 +158,27 @@ def test_image_folder_skips_and_counts_corrupt_images(tmp_path):
     assert isinstance(batch["images"], list)  # sizes differ: the crop handles them one by one
     assert min(im.shape[-2] for im in batch["images"]) == round(16 * 256 / 224)
     assert len(build_dataset(str(tmp_path), "test", image_size=16)) == 6
+
+
+def test_torchvision_decode_gives_the_pil_pixels(tmp_path):
+    """--data-decode torchvision (torchvision.io, benchmarks/run.py decode_imagefolder) reads the pixels PIL
+    reads: PNG exactly, JPEG within the decoders' IDCT rounding."""
+    rng = np.random.default_rng(1)
+    os.makedirs(tmp_path / "c")
+    smooth = np.kron(rng.integers(0, 255, (8, 10, 3)), np.ones((12, 12, 1))).astype(np.uint8)
+    Image.fromarray(smooth).save(tmp_path / "c" / "0.jpg", quality=90)
+    Image.fromarray(smooth).save(tmp_path / "c" / "1.png")
+    Image.fromarray(smooth).convert("L").save(tmp_path / "c" / "2.jpg")  # grayscale: RGB out, as PIL's convert
+    pil = build_dataset(str(tmp_path), "train", image_size=64)
+    tv = build_dataset(str(tmp_path), "train", image_size=64, decode="torchvision")
+    for i in range(3):
+        a, b = pil[i][0], tv[i][0]
+        assert a.shape == b.shape == (3, round(64 * 256 / 224), round(64 * 256 / 224) * 10 // 8)
+        diff = (a.int() - b.int()).abs()
+        assert diff.float().mean() < 1.0 and diff.max() <= 8, (i, diff.float().mean(), diff.max())
+    assert torch.equal(pil[1][0], tv[1][0])
+    with pytest.raises(ValueError, match="decode must be one of"):
+        build_dataset(str(tmp_path), "train", decode="cv2")
 
 
 def test_build_dataset_errors(tmp_path):

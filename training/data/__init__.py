@@ -9,7 +9,8 @@
   `target` (the label: "shape", or the nuisance "fg_colour" / "bg_colour", a colour octant).
 * `spec=PATH`: an ImageFolder tree. `PATH/train` + `PATH/val` (or `PATH/test`) when present, else `PATH`
   itself is the train split. Images are decoded to uint8 `(3, H, W)` tensors with the shorter side
-  resized to `image_size * 256 / 224` (aspect kept; crops happen in the augmentation). An unreadable
+  resized to `image_size * 256 / 224` (aspect kept; crops happen in the augmentation); `decode` "pil" or
+  "torchvision" (`torchvision.io.decode_image`, faster: benchmarks/run.py decode_imagefolder). An unreadable
   file raises; the trainer's `SkipUnreadable` wrapper substitutes and counts it.
 * `spec="hf:NAME"`: `datasets.load_dataset(NAME)` (needs `pip install datasets`); split "test" maps to
   the first of validation / test / val that exists; image column `image` or `img`, label `label`/`labels`.
@@ -33,6 +34,7 @@ from .synthetic import SyntheticShapes
 
 __all__ = ["build_dataset", "with_transform", "ImageFolderDataset", "SkipUnreadable", "SyntheticShapes"]
 
+DECODERS = ("pil", "torchvision")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -53,7 +55,10 @@ def _to_tensor(pil_image) -> torch.Tensor:
 class ImageFolderDataset(torch.utils.data.Dataset):
     """torchvision's ImageFolder layout (root/class/xxx.jpg); items (uint8 tensor, label)."""
 
-    def __init__(self, root: str, image_size: int, transform=None):
+    def __init__(self, root: str, image_size: int, transform=None, decode: str = "pil"):
+        if decode not in DECODERS:
+            raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
+        self.decode = decode
         classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
         if not classes:
             raise FileNotFoundError(f"no class folders in {root!r} (expected ROOT/CLASS/IMAGE files)")
@@ -74,6 +79,12 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         from PIL import Image
         path, label = self.samples[i]
+        if self.decode == "torchvision" and not self.transform:
+            # libjpeg-turbo / libpng straight to a uint8 tensor, no PIL image in between (benchmarks/run.py
+            # decode_imagefolder); a corrupt file raises RuntimeError, which SkipUnreadable counts
+            from torchvision.io import ImageReadMode, decode_image, read_file
+            img = decode_image(read_file(path), mode=ImageReadMode.RGB)
+            return _resize_short(img, self.load_size), label
         with open(path, "rb") as f:
             img = Image.open(f)
             img.load()  # truncated / corrupt files raise here, not later
@@ -139,7 +150,7 @@ def with_transform(ds: torch.utils.data.Dataset, transform) -> torch.utils.data.
 
 
 def build_dataset(spec: str, split: str = "train", image_size: int = 224, seed: int = 0, *,
-                  num_samples: int | None = None, transform=None, **synthetic_args) -> torch.utils.data.Dataset:
+                  num_samples: int | None = None, transform=None, decode: str = "pil", **synthetic_args) -> torch.utils.data.Dataset:
     """See the module docstring. Every dataset has `.targets` (a label tensor) and `len()`."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -159,7 +170,7 @@ def build_dataset(spec: str, split: str = "train", image_size: int = 224, seed: 
         if split == "test" or has_splits:
             raise FileNotFoundError(f"no {split} split under {spec!r} (looked for {sub})")
         found = spec
-    return ImageFolderDataset(found, image_size, transform)
+    return ImageFolderDataset(found, image_size, transform, decode)
 
 
 class SkipUnreadable(torch.utils.data.Dataset):

@@ -34,7 +34,8 @@ _GRAY = torch.tensor([0.299, 0.587, 0.114])
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (x * _GRAY.to(x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    r, g, b = x.unbind(1)
+    return (0.299 * r).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
 
 
 def _stats(mean, std, device):
@@ -43,30 +44,31 @@ def _stats(mean, std, device):
 
 def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """torchvision's `_blend`: f * a + (1 - f) * b, clamped to [0, 1]; f is per sample."""
-    return (f.view(-1, 1, 1, 1) * a + (1 - f.view(-1, 1, 1, 1)) * b).clamp(0, 1)
+    f = f.view(-1, 1, 1, 1)
+    return (a * f).add_(b * (1 - f)).clamp_(0, 1)
 
 
 def _rgb_to_hsv(x):
     r, g, b = x.unbind(1)
-    maxc, minc = x.max(1).values, x.min(1).values
-    v, cr = maxc, maxc - minc
-    s = cr / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
-    crd = torch.where(cr == 0, torch.ones_like(cr), cr)
-    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(cr == 0, torch.zeros_like(h), h)
+    maxc = torch.maximum(torch.maximum(r, g), b)  # (not x.max(1): no index tensor)
+    cr = maxc - torch.minimum(torch.minimum(r, g), b)
+    v = maxc
+    s = cr / torch.where(maxc == 0, 1.0, maxc)
+    crd = torch.where(cr == 0, 1.0, cr)
+    # torchvision's (bc - gc, 2 + rc - bc, 4 + gc - rc) with rc = (maxc - r) / crd etc., one division each
+    h = torch.where(maxc == r, (g - b) / crd, torch.where(maxc == g, 2.0 + (b - r) / crd, 4.0 + (r - g) / crd))
+    h = torch.where(cr == 0, 0.0, h)
     return torch.stack(((h / 6.0) % 1.0, s, v), 1)
 
 
 def _hsv_to_rgb(x):
+    """torchvision's `_hsv2rgb` (the sector table of p, q, t) in the closed form c = v - v s clamp(min(k, 4 - k),
+    0, 1), k = (n + 6 h) mod 6 for n = 5, 3, 1: the same values up to float rounding, without the 6-way table."""
     h, s, v = x.unbind(1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.long() % 6
-    p, q, t = (v * (1 - s)).clamp(0, 1), (v * (1 - s * f)).clamp(0, 1), (v * (1 - s * (1 - f))).clamp(0, 1)
-    table = torch.stack((torch.stack((v, q, p, p, t, v), 1), torch.stack((t, v, v, q, p, p), 1),
-                         torch.stack((p, p, t, v, v, q), 1)), 1)  # (B, 3, 6, H, W)
-    return table.gather(2, i[:, None, None].expand(-1, 3, 1, -1, -1)).squeeze(2)
+    h6 = h * 6.0
+    vs = v * s
+    return torch.stack([v - vs * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+                        for k in ((h6 + n) % 6.0 for n in (5.0, 3.0, 1.0))], 1)
 
 
 def adjust_hue(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -75,11 +77,12 @@ def adjust_hue(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return _hsv_to_rgb(hsv)
 
 
-def _apply(x: torch.Tensor, sel: torch.Tensor, fn) -> torch.Tensor:
-    """x[sel] = fn(x[sel], sel_indices) without touching the other samples."""
+def _apply(x: torch.Tensor, sel: torch.Tensor, fn, inplace: bool = False) -> torch.Tensor:
+    """x[sel] = fn(x[sel], sel_indices) without touching the other samples (in a copy unless `inplace`)."""
     idx = sel.nonzero().squeeze(1)
     if len(idx):
-        x = x.clone()
+        if not inplace:
+            x = x.clone()
         x[idx] = fn(x[idx], idx)
     return x
 
@@ -169,10 +172,11 @@ class ColorJitter:
             (self.hue, lambda y, i: adjust_hue(y, h[i])),
         ]
         order = u[:, 5:9].argsort(1)  # a uniform random permutation per sample
+        x = x.clone()  # one copy for the 16 (slot, op) updates, not one each
         for slot in range(4):
             for k, (strength, fn) in enumerate(ops):
                 if strength:
-                    x = _apply(x, apply & (order[:, slot] == k), fn)
+                    x = _apply(x, apply & (order[:, slot] == k), fn, inplace=True)
         return x
 
 
