@@ -303,7 +303,7 @@ def train(cfg: dict) -> dict:
 
     # Data, model, method, optimizer.
     data_args = dict(cfg["data_args"])
-    if not cfg["data"] == "synthetic" and not cfg["data"].startswith("hf:"):
+    if cfg["data"] != "synthetic" and not cfg["data"].startswith("hf:"):  # an ImageFolder
         data_args["decode"] = cfg["data_decode"]
     train_set = build_dataset(cfg["data"], "train", cfg["image_size"], cfg["seed"], **data_args)
     try:

@@ -30,10 +30,10 @@ from .rng import uniform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_GRAY = torch.tensor([0.299, 0.587, 0.114])
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma (torchvision's rgb_to_grayscale weights), one pass per channel."""
     r, g, b = x.unbind(1)
     return (0.299 * r).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
 
