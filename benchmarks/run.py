@@ -70,33 +70,34 @@ def bench_setting(method: str, quick: bool) -> dict:
                 local_views=4 if method == "swav" else 0, local_size=16, optimizer="sgd", lr=0.06, weight_decay=5e-4)
 
 
-def clzoo_argv(method: str, s: dict, output: str) -> list[str]:
+def clzoo_argv(method: str, s: dict, output: str, precision: str = "no") -> list[str]:
     from lightly_methods import BENCH_HEADS
     argv = ["--method", method, "--model", s["model"], "--image-size", str(s["image_size"]),
             "--batch-size", str(s["batch"]), "--output", output, "--optimizer", s["optimizer"], "--lr", str(s["lr"]),
             "--lr-scaling", "linear", "--weight-decay", str(s["weight_decay"]), "--warmup-epochs", "0",
-            "--model-args", json.dumps(s["model_args"]), "--mixed-precision", "no", *BENCH_HEADS[method]]
+            "--model-args", json.dumps(s["model_args"]), "--mixed-precision", precision, *BENCH_HEADS[method]]
     if s["local_views"]:
         argv += ["--aug.local_views", str(s["local_views"]), "--aug.local_size", str(s["local_size"]),
                  "--aug.local_scale", "[0.05,0.4]"]
     return argv
 
 
-def clzoo_trainer(method: str, s: dict, steps_per_epoch: int = 1000):
-    """(step(batch, step_index), method module, cfg): the real trainer step of pretrain.py."""
+def clzoo_trainer(method: str, s: dict, steps_per_epoch: int = 1000, cpu: bool = True, precision: str = "no"):
+    """(step(batch, step_index), method module, cfg): the real trainer step of pretrain.py (on the GPU with
+    `cpu=False`, under Accelerate's autocast for `precision` "bf16" / "fp16")."""
     from accelerate import Accelerator
 
     from training.config import load_config
     from training.methods import TrainInfo
     from training.pretrain import Schedule, initial_method, make_optimizer, optimizer_step
 
-    cfg = load_config(clzoo_argv(method, s, tempfile.mkdtemp(prefix="clzoo-bench-")))
+    cfg = load_config(clzoo_argv(method, s, tempfile.mkdtemp(prefix="clzoo-bench-"), precision))
     info = TrainInfo(s["batch"] * steps_per_epoch, 10 * steps_per_epoch, steps_per_epoch, s["batch"], cfg["seed"])
     torch.manual_seed(0)
     module = initial_method(cfg, info, log=lambda *_: None)
     optimizer = make_optimizer(cfg, module)
     schedule = Schedule(cfg, info.total_steps, steps_per_epoch)
-    accelerator = Accelerator(cpu=True, mixed_precision="no")
+    accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
     module, optimizer = accelerator.prepare(module, optimizer)
     module.train()
 
@@ -105,8 +106,9 @@ def clzoo_trainer(method: str, s: dict, steps_per_epoch: int = 1000):
     return step, accelerator.unwrap_model(module), cfg
 
 
-def bench_views(method: str, s: dict, seed: int = 0) -> dict:
-    """One batch of the method's views (clzoo's ViewMaker on the embedded data), as the trainer feeds them."""
+def bench_views(method: str, s: dict, seed: int = 0, device: str = "cpu", views_only: bool = False):
+    """One batch of the method's views (clzoo's ViewMaker on the embedded data, made on `device` as the trainer
+    makes them), or with `views_only` the (ViewMaker, uint8 images, index) that make it."""
     from training.data import SyntheticShapes
     from training.data.transforms import build_views
     from training.config import load_config
@@ -114,8 +116,9 @@ def bench_views(method: str, s: dict, seed: int = 0) -> dict:
     aug = dict(cfg["aug"])
     views = build_views(aug.pop("preset"), s["image_size"], seed=seed, **aug)
     ds = SyntheticShapes("train", s["image_size"], seed, num_samples=s["batch"])
-    images = torch.stack([im for im, _ in ds.__getitems__(list(range(s["batch"])))])
-    return views(images, torch.arange(s["batch"]), 0)
+    images = torch.stack([im for im, _ in ds.__getitems__(list(range(s["batch"])))]).to(device)
+    index = torch.arange(s["batch"], device=device)
+    return (views, images, index) if views_only else views(images, index, 0)
 
 
 def bench_train(quick: bool, methods=TRAIN_METHODS) -> list[dict]:
