@@ -234,7 +234,7 @@ def test_cmc_splits_l_and_ab_into_two_resnets():
     model = clzoo.create_model("cmc_resnet50half").eval()
     assert model.l_to_ab.conv1.in_channels == 1 and model.ab_to_l.conv1.in_channels == 2
     x = torch.rand(2, 3, 32, 32)
-    lab = (rgb_to_lab(x) - model.lab_mean) / model.lab_std
+    lab = (rgb_to_lab(x) - model.lab_mean.to(x)) / model.lab_std.to(x)  # float64 constants, cast like split_views
     with torch.no_grad():
         expected = torch.cat([model.l_to_ab(lab[:, :1]), model.ab_to_l(lab[:, 1:])], 1).mean((2, 3))
         torch.testing.assert_close(model(x), expected)

@@ -88,7 +88,7 @@ def test_resnet_features_are_the_stage_outputs(name):
         feats = fmodel(x)
         if name.startswith("cmc"):  # a getter wrapper around CMCResNet
             cmc = fmodel.model
-            l, ab = cmc._split_lab(x)
+            l, ab = cmc.split_views(x)
             expected = [torch.cat(p, 1) for p in zip(resnet_stage_outputs(cmc.l_to_ab, l),
                                                        resnet_stage_outputs(cmc.ab_to_l, ab))]
         else:  # FeatureListNet keeps the ResNet's modules under their names

@@ -69,6 +69,14 @@ def micro_batches(batch: torch.Tensor, grad_accum: int, world: int, rank: int) -
     return [chunks[a * world + rank].tolist() for a in range(grad_accum)]
 
 
+def encoder_spec(cfg: dict, name: str) -> tuple[str, dict]:
+    """(architecture name, model_args) of the run's encoder: `name` and model_args, unless the method builds
+    its own encoder from them (`encoder_spec` of the method class: CMC turns `resnet18` into the two-branch
+    `cmc_resnet18`)."""
+    adapt = getattr(method_class(cfg["method"]), "encoder_spec", None)
+    return adapt(name, dict(cfg["model_args"])) if adapt else (name, dict(cfg["model_args"]))
+
+
 def _backbone_kwargs(cfg: dict, name: str) -> dict:
     """model_args; for a ViT (a model with a `patch_embed`) also `image_size`, and `dynamic_img_size` when
     multi-crop adds local views of another size (its position embedding is then interpolated per crop
@@ -76,9 +84,9 @@ def _backbone_kwargs(cfg: dict, name: str) -> dict:
     unless model_args say otherwise. The architecture is
     probed on the meta device, so that pretrained weights are read once, by the final build."""
     import clzoo
+    name, kwargs = encoder_spec(cfg, name)
     with torch.device("meta"):
-        probe = clzoo.create_model(name, pretrained=False, **cfg["model_args"])
-    kwargs = dict(cfg["model_args"])
+        probe = clzoo.create_model(name, pretrained=False, **kwargs)
     patch_embed = getattr(probe, "patch_embed", None)
     if patch_embed is not None and getattr(patch_embed, "img_size", None) is not None:
         kwargs.setdefault("img_size", cfg["image_size"])
@@ -101,6 +109,7 @@ def build_backbone(cfg: dict, weights: bool = True) -> torch.nn.Module:
     pretrained = bool(cfg["init_from"]) and weights
     file = {"pretrained_cfg_overlay": dict(file=cfg["init_from_file"])} if pretrained and cfg["init_from_file"] else {}
     kwargs = _backbone_kwargs(cfg, name)
+    name = encoder_spec(cfg, name)[0]
     backbone = clzoo.create_model(name, pretrained=pretrained, **file, **kwargs)
     if kwargs.get("dynamic_img_size") and cfg["vit_pos_interpolation"] == "dino":
         use_dino_pos_interpolation(backbone)

@@ -207,16 +207,19 @@ def build_mocov3_vit(variant: str, pretrained: bool = False, **kwargs) -> Vision
 # ---------------------------------------------------------------------------------------------
 # CMC: two ResNets, one on L and one on ab of the Lab colour space (Tian et al., official repo).
 
+# float64, cast to the input's dtype: float32 constants would be off by 1e-8 relative in a float64 conversion
+# (5e-6 in a, b; the CMC step-parity test against skimage's conversion found it)
 _XYZ_FROM_RGB = torch.tensor([[0.412453, 0.357580, 0.180423],
                               [0.212671, 0.715160, 0.072169],
-                              [0.019334, 0.119193, 0.950227]])
-_D65_WHITE = torch.tensor([0.95047, 1.0, 1.08883])
+                              [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+_D65_WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
 # CMC normalises L, a, b to about [-1, 1]: midpoints and half-ranges of L in [0, 100],
 # a in [-86.183, 98.233], b in [-107.857, 94.478] (HobbitLong/CMC LinearProbing.py).
 CMC_LAB_MEAN = (50.0, 6.025, -6.6895)
 CMC_LAB_STD = (50.0, 92.208, 101.1675)
 # PyContrast's CMC uses YDbDr (skimage.color.rgb2ydbdr) normalised with these (datasets/util.py).
-_YDBDR_FROM_RGB = torch.tensor([[0.299, 0.587, 0.114], [-0.45, -0.883, 1.333], [-1.333, 1.116, 0.217]])
+_YDBDR_FROM_RGB = torch.tensor([[0.299, 0.587, 0.114], [-0.45, -0.883, 1.333], [-1.333, 1.116, 0.217]],
+                               dtype=torch.float64)
 CMC_YDBDR_MEAN = (0.457, -0.082, -0.052)
 CMC_YDBDR_STD = (0.500, 1.331, 1.333)
 
@@ -247,45 +250,73 @@ _COLOUR_SPACES = {"lab": (rgb_to_lab, CMC_LAB_MEAN, CMC_LAB_STD),
 
 
 class CMCResNet(nn.Module):
-    """CMC encoder: `l_to_ab` sees L, `ab_to_l` sees ab; features are concatenated (2 x 2048*width).
+    """CMC encoder: one ResNet per view of the colour space; features are concatenated (views x C).
 
-    Takes RGB in [0, 1] (the pretrained cfg has mean 0 / std 1) and converts to the normalised colour
-    space inside, so timm's data config and transforms work unchanged. `colour="lab"` is the official
-    CMC release; `colour="ydbdr"` is PyContrast's CMC, whose first branch (`l_to_ab` here, PyContrast's
-    `encoder1`) sees Y and the second DbDr. Feature maps of the two branches are concatenated along
-    channels, so `features_only` gives (B, 2C, H, W) per stage.
+    The default split is the official release's: `l_to_ab` sees L, `ab_to_l` sees ab. Takes RGB normalised
+    with `input_mean` / `input_std` (default 0 / 1: RGB in [0, 1], as the pretrained cfg says, so timm's data
+    config and transforms work unchanged) and converts to the normalised colour space inside. `colour="lab"`
+    is the official CMC release; `colour="ydbdr"` is PyContrast's CMC, whose first branch (`l_to_ab` here,
+    PyContrast's `encoder1`) sees Y and the second DbDr. `split` lists the colour channels of each view:
+    ((0,), (1, 2)) is L | ab; ((0,), (1,), (2,)) is L | a | b, three views of the paper's full-graph and
+    core-view settings (branches `view0`, `view1`, ...). `depth` 18 / 34 use timm's BasicBlock, as the official
+    resnet18v1-v3 do; the stem stays 64 wide at every width, as in the official models/resnet.py. Feature maps
+    of the branches are concatenated along channels, so `features_only` gives (B, views x C, H, W) per stage.
     """
 
     def __init__(self, width: float = 1.0, depth: int = 50, num_classes: int = 0, global_pool: str = "avg",
-                 in_chans: int = 3, drop_rate: float = 0.0, colour: str = "lab", **kwargs):
+                 in_chans: int = 3, drop_rate: float = 0.0, colour: str = "lab", split=((0,), (1, 2)),
+                 channels: Optional[Sequence[int]] = None, input_mean=(0.0, 0.0, 0.0), input_std=(1.0, 1.0, 1.0),
+                 **kwargs):
         super().__init__()
         if in_chans != 3:
-            raise ValueError("CMC takes RGB input (in_chans=3); it splits Lab into L and ab itself")
+            raise ValueError("CMC takes RGB input (in_chans=3); it splits the colour space into views itself")
         if colour not in _COLOUR_SPACES:
             raise ValueError(f"unknown CMC colour space {colour!r}; one of {sorted(_COLOUR_SPACES)}")
-        self.colour = colour
+        split = tuple(tuple(int(c) for c in group) for group in split)
+        if len(split) < 2 or sorted(c for g in split for c in g) != sorted(set(c for g in split for c in g)) \
+                or not all(0 <= c < 3 for g in split for c in g) or not all(split):
+            raise ValueError(f"split must list >= 2 disjoint, non-empty groups of colour channels 0-2, got {split}")
+        self.colour, self.split = colour, split
         self._to_colour, mean, std = _COLOUR_SPACES[colour]
-        channels = tuple(int(c * width) for c in (64, 128, 256, 512))
-        branch = dict(block=Bottleneck, layers=RESNET_LAYERS[depth], channels=channels, num_classes=0,
-                      global_pool="", **kwargs)
-        self.l_to_ab = ResNet(in_chans=1, **branch)
-        self.ab_to_l = ResNet(in_chans=2, **branch)
-        self.register_buffer("lab_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("lab_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        channels = tuple(int(c) for c in channels) if channels is not None else \
+            tuple(int(c * width) for c in (64, 128, 256, 512))
+        branch = dict(block=Bottleneck if depth >= 50 else BasicBlock, layers=RESNET_LAYERS[depth],
+                      channels=channels, num_classes=0, global_pool="", **kwargs)
+        self.branch_names = ["l_to_ab", "ab_to_l"] if split == ((0,), (1, 2)) else [f"view{i}" for i in range(len(split))]
+        for name, group in zip(self.branch_names, split):
+            setattr(self, name, ResNet(in_chans=len(group), **branch))
+        self.register_buffer("lab_mean", torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("lab_std", torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
+        # float64 (cast to the input's dtype in split_views): float32 values of 0.485 etc. move a float64 Lab
+        self.register_buffer("input_mean", torch.tensor(input_mean, dtype=torch.float64).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("input_std", torch.tensor(input_std, dtype=torch.float64).view(1, 3, 1, 1),
+                             persistent=False)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self.num_features = self.head_hidden_size = 2 * self.l_to_ab.num_features
+        first = self.branches[0]
+        self.num_features = self.head_hidden_size = len(split) * first.num_features
         from timm.layers import create_classifier
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.feature_info = [dict(info, num_chs=2 * info["num_chs"]) for info in self.l_to_ab.feature_info]
+        self.feature_info = [dict(info, num_chs=len(split) * info["num_chs"]) for info in first.feature_info]
 
-    def _split_lab(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        lab = (self._to_colour(x) - self.lab_mean.to(x)) / self.lab_std.to(x)
-        return lab[:, :1].to(x.dtype), lab[:, 1:].to(x.dtype)
+    @property
+    def branches(self) -> List[ResNet]:
+        return [getattr(self, name) for name in self.branch_names]
+
+    def split_views(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The input (RGB, normalised with input_mean / std) as the views' channel groups of the normalised
+        colour space."""
+        rgb = x * self.input_std.to(x) + self.input_mean.to(x)
+        lab = (self._to_colour(rgb) - self.lab_mean.to(rgb)) / self.lab_std.to(rgb)
+        return [lab[:, list(group)].to(x.dtype) for group in self.split]
+
+    def forward_branches(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Each view's pooled (B, C) feature, in split order (what CMC's per-view heads take)."""
+        return [b.forward_features(v).mean((2, 3)) for b, v in zip(self.branches, self.split_views(x))]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        l, ab = self._split_lab(x)
-        return torch.cat([self.l_to_ab.forward_features(l), self.ab_to_l.forward_features(ab)], dim=1)
+        return torch.cat([b.forward_features(v) for b, v in zip(self.branches, self.split_views(x))], dim=1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
@@ -299,22 +330,19 @@ class CMCResNet(nn.Module):
     def forward_intermediates(self, x: torch.Tensor, indices: Optional[Union[int, List[int]]] = None,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
                               intermediates_only: bool = False):
-        l, ab = self._split_lab(x)
         kw = dict(indices=indices, norm=norm, stop_early=stop_early, output_fmt=output_fmt)
-        l_out, l_inter = self.l_to_ab.forward_intermediates(l, **kw)
-        ab_out, ab_inter = self.ab_to_l.forward_intermediates(ab, **kw)
-        intermediates = [torch.cat(pair, dim=1) for pair in zip(l_inter, ab_inter)]
+        outs = [b.forward_intermediates(v, **kw) for b, v in zip(self.branches, self.split_views(x))]
+        intermediates = [torch.cat(level, dim=1) for level in zip(*(inter for _, inter in outs))]
         if intermediates_only:
             return intermediates
-        return torch.cat([l_out, ab_out], dim=1), intermediates
+        return torch.cat([out for out, _ in outs], dim=1), intermediates
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True):
-        take = self.l_to_ab.prune_intermediate_layers(indices, prune_norm, prune_head)
-        self.ab_to_l.prune_intermediate_layers(indices, prune_norm, prune_head)
+        takes = [b.prune_intermediate_layers(indices, prune_norm, prune_head) for b in self.branches]
         if prune_head:
             self.reset_classifier(0, "")
-        return take
+        return takes[0]
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -326,8 +354,8 @@ class CMCResNet(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.l_to_ab.set_grad_checkpointing(enable)
-        self.ab_to_l.set_grad_checkpointing(enable)
+        for b in self.branches:
+            b.set_grad_checkpointing(enable)
 
 
 def build_cmc(variant: str, pretrained: bool = False, **kwargs) -> CMCResNet:

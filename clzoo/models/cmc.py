@@ -59,3 +59,17 @@ def cmc_resnet50(pretrained=False, **kwargs):
 def cmc_resnet50w2(pretrained=False, **kwargs):
     """CMC with two 2x-wide ResNet-50s (official 'resnet50v3'): 68.4% ImageNet-1k linear."""
     return build_cmc("cmc_resnet50w2", pretrained, **dict(dict(width=2.0), **kwargs))
+
+
+# Architectures without released weights: the official code's resnet18v1-v3 (and a ResNet-34), for training
+# (`pretrain.py --method cmc --model resnet18` builds cmc_resnet18).
+@register_model
+def cmc_resnet18(pretrained=False, **kwargs):
+    """CMC with two ResNet-18s (official code's 'resnet18v2'; width 0.5 / 2 are 'v1' / 'v3'); no released weights."""
+    return build_cmc("cmc_resnet18", pretrained, **dict(dict(width=1.0, depth=18), **kwargs))
+
+
+@register_model
+def cmc_resnet34(pretrained=False, **kwargs):
+    """CMC with two ResNet-34s; no released weights."""
+    return build_cmc("cmc_resnet34", pretrained, **dict(dict(width=1.0, depth=34), **kwargs))

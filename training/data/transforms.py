@@ -423,6 +423,10 @@ def _instdisc(v):  # InstDisc / MoCo v1: Gray(0.2) then ColorJitter(0.4, 0.4, 0.
     return [Grayscale(0.2), ColorJitter(0.4, 0.4, 0.4, 0.4, p=1.0)]
 
 
+def _cmc(v):  # CMC train_CMC.py: crop + flip only; colour is what the views split
+    return []
+
+
 def _mocov2(v):  # MoCo v2 "aug+"
     return [ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), Grayscale(0.2), GaussianBlur(0.5)]
 
@@ -451,6 +455,7 @@ def _infomin(v):  # InfoMin "D": CJ(0.8, 0.8, 0.8, 0.2) p .8, blur .5, RandAugme
 
 PRESETS = {
     "instdisc": (_instdisc, (0.2, 1.0)),
+    "cmc": (_cmc, (0.2, 1.0)),
     "mocov2": (_mocov2, (0.2, 1.0)),
     "simclr": (_simclr, (0.08, 1.0)),
     "byol": (_byol, (0.08, 1.0)),

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from recording import detached, generator_args, loss_recording_meter
+from recording import clzoo_noise_draw, cuda_as_identity, detached, generator_args, loss_recording_meter
 
 from narrow_resnet import CHANNELS, NarrowResNet18
 
@@ -56,15 +56,18 @@ def clzoo_argv() -> list:
             "--hparams.dim", str(LOW_DIM), "--hparams.loss", "nce"]
 
 
-def exec_patched(path: str, name: str, old: str, new: str, package: str | None = None):
-    """The official file at `path`, executed as module `name` with its one occurrence of `old` as `new`."""
+def exec_patched(path: str, name: str, old: str, new: str, package: str | None = None, more: tuple = ()):
+    """The official file at `path`, executed as module `name` with its one occurrence of `old` as `new` (and of
+    each further (old, new) pair in `more`)."""
     with open(path) as f:
         code = f.read()
-    assert code.count(old) == 1, f"expected one {old!r} in {path}"
+    for o, n in ((old, new), *more):
+        assert code.count(o) == 1, f"expected one {o!r} in {path}"
+        code = code.replace(o, n)
     module = types.ModuleType(name)
     module.__file__, module.__package__ = path, package
     sys.modules[name] = module
-    exec(compile(code.replace(old, new), path, "exec"), module.__dict__)
+    exec(compile(code, path, "exec"), module.__dict__)
     return module
 
 
@@ -97,14 +100,12 @@ def main():
     torch.set_default_dtype(dtype)  # NCEAverage's memory and params buffers
     sys.path.insert(0, src)
     sys.path.insert(1, REPO)
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    nn.Module.cuda = lambda self, *a, **k: self
+    cuda_as_identity()  # (torch.cuda.synchronize too)
     lem = load_official(src)
     from lib.normalize import Normalize
     from lib.NCEAverage import NCEAverage
     from lib.NCECriterion import NCECriterion
 
-    from training.data.rng import randint
 
     torch.set_num_threads(1)
     lem.args = lem.parser.parse_args(["--lr", str(LR), "--wd", str(WD), "--low-dim", str(LOW_DIM),
@@ -122,15 +123,7 @@ def main():
     gen = torch.Generator().manual_seed(1234)
     batches = [(torch.randn(BATCH, 3, SIZE, SIZE, generator=gen).to(dtype), None,
                 torch.arange(s * BATCH, (s + 1) * BATCH)) for s in range(STEPS)]
-    draws = iter(range(STEPS))
-
-    def clzoo_draw(n):  # idx = draw(B (K + 1)).view(B, -1); column 0 is then overwritten with the positive
-        step = next(draws)
-        index = batches[step][2]
-        noise = randint(index, K, N, SEED, 2, step, 0)
-        return torch.cat((index[:, None], noise), 1).reshape(-1)
-
-    lemniscate.multinomial.draw = clzoo_draw
+    lemniscate.multinomial.draw = clzoo_noise_draw([b[2] for b in batches], K, N, SEED)
     losses = []
 
     lem.AverageMeter = loss_recording_meter(lem.AverageMeter, losses)
