@@ -74,7 +74,8 @@ def encoder_spec(cfg: dict, name: str) -> tuple[str, dict]:
     its own encoder from them (`encoder_spec` of the method class: CMC turns `resnet18` into the two-branch
     `cmc_resnet18`)."""
     adapt = getattr(method_class(cfg["method"]), "encoder_spec", None)
-    return adapt(name, dict(cfg["model_args"])) if adapt else (name, dict(cfg["model_args"]))
+    args = dict(cfg["model_args"])
+    return adapt(name, args, image_size=cfg["image_size"]) if adapt else (name, args)
 
 
 def _backbone_kwargs(cfg: dict, name: str) -> dict:

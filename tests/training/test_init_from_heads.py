@@ -282,3 +282,15 @@ def test_simclrv2_projection_equals_the_official_tf_code(simclrv2_file):
     projection = features(nn.Sequential(method.backbone, method.projector), 64, torch.float64)
     assert np.abs(projection - np.load(GOLDEN / "simclr_r50_1x_sk0.npz")["projection_64"]).max() <= 1e-9
     assert not method.projector[-1].bias.requires_grad and not method.projector[-1].bias.any()  # no beta
+
+
+@torch.no_grad()
+def test_cmc_continues_from_the_pycontrast_file(files):
+    """--method cmc --init-from cmc_resnet50half.pycontrast: the backbone is the file's Y / DbDr encoders (on the
+    trainer's ImageNet-normalised views), with a fresh fc -> 128 per view and fresh memory banks."""
+    method, logs = initial_method("cmc", "pycontrast_cmc_ydbdr", files)
+    assert method.backbone.colour == "ydbdr" and len(method.projectors) == 2
+    x = rgb()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert max_diff(method.backbone((x - mean) / std), built("pycontrast_cmc_ydbdr").reference(x)) <= BACKBONE_TOL
+    assert "only the backbone is initialised" in logs[-1]

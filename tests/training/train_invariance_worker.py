@@ -34,6 +34,9 @@ RUNS = {  # name: (method, arguments); every head and BN as in the recipe, sizes
     "instdisc": ("instdisc", [*HALF_RESNET18, "--hparams.K", "16"]),
     "pirl": ("pirl", [*HALF_RESNET18, "--hparams.K", "16"]),
     "cmc": ("cmc", [*HALF_RESNET18, "--hparams.K", "16"]),  # L and ab half-width ResNet-18s, 2 banks
+    # negatives: every patch of the global batch (BN over an image's patches in v1; GroupNorm in v2)
+    "cpc": ("cpc", [*HALF_RESNET18, "--hparams.steps", "3"]),
+    "cpcv2": ("cpcv2", [*HALF_RESNET18, "--hparams.steps", "3", "--hparams.directions", "[down,up,right,left]"]),
     "invaspread": ("invaspread", HALF_RESNET18),
     "byol": ("byol", [*HALF_RESNET18, "--hparams.hidden_dim", "512", "--hparams.dim", "128"]),
     "simsiam": ("simsiam", [*HALF_RESNET18, "--hparams.dim", "512", "--hparams.pred_dim", "128"]),
@@ -56,7 +59,11 @@ FLOAT32_STABLE = {"instdisc": ["--hparams.K", "4"], "simclrv2": ["--lr", "0.01"]
 # float64 only: CMC's float32 runs of 1 and 2 processes agree at steps 0-1 (2e-6, 3e-5) and part at step 2, the
 # first of epoch 1 (6e-2 with NCE; 3e-3 with softmax; 9e-3 with K 4 and lr 0.003), while its float64 runs agree
 # to 3e-13 (2026-12-07): the process count changes nothing but float32 rounding, which this setting amplifies.
-FLOAT64_ONLY = ("cmc",)
+# CPC v1 likewise: float32 loss 1.4e-6 but weights 2e-4 apart with its AdamW (Adam's normalised step moves
+# weights whose gradient is at rounding level by ~lr either way), and BN running_var 3e-4 / 5e-4 apart with SGD
+# at lr 0.03 / 0.003 (BatchNorm over 2 x 2 maps of 8-px patches); float64: 4e-16. CPC v2 (GroupNorm) passes in
+# float32.
+FLOAT64_ONLY = ("cmc", "cpc")
 FLOAT64 = [False]
 
 # Controls, to show that the comparison fails without each fix: NAME@per-process-bn does not simulate the

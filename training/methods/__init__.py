@@ -44,6 +44,8 @@ def _registry():
     from .barlowtwins import BarlowTwins
     from .byol import BYOL
     from .cmc import CMC
+    from .cpc import CPC
+    from .cpcv2 import CPCv2
     from .deepclusterv2 import DeepClusterV2
     from .dino import DINO
     from .infomin import InfoMin
@@ -60,11 +62,11 @@ def _registry():
     return {"instdisc": InstDisc, "invaspread": InvaSpread, "mocov1": MoCo, "mocov2": MoCoV2, "simclr": SimCLR,
             "simclrv2": SimCLRv2, "pirl": PIRL, "infomin": InfoMin, "byol": BYOL, "simsiam": SimSiam,
             "barlowtwins": BarlowTwins, "swav": SwAV, "deepclusterv2": DeepClusterV2, "mocov3": MoCoV3,
-            "dino": DINO, "cmc": CMC}
+            "dino": DINO, "cmc": CMC, "cpc": CPC, "cpcv2": CPCv2}
 
 
 METHODS = ("instdisc", "invaspread", "mocov1", "mocov2", "simclr", "simclrv2", "pirl", "infomin", "byol", "simsiam",
-           "barlowtwins", "swav", "deepclusterv2", "mocov3", "dino", "cmc")
+           "barlowtwins", "swav", "deepclusterv2", "mocov3", "dino", "cmc", "cpc", "cpcv2")
 
 
 def method_class(name: str) -> type[nn.Module]:

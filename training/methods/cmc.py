@@ -67,7 +67,7 @@ class CMC(nn.Module):
         self._z_estimates: list[torch.Tensor] = []
 
     @staticmethod
-    def encoder_spec(name: str, model_args: dict) -> tuple[str, dict]:
+    def encoder_spec(name: str, model_args: dict, image_size: int = 224) -> tuple[str, dict]:
         """The trainer's encoder for `--model name`: a plain ResNet becomes the CMC encoder of that depth (the
         official models/resnet.py keeps every BN gamma at 1: no zero-init of the last BN), and the encoder
         takes the trainer's ImageNet-normalised views."""
