@@ -148,7 +148,8 @@ def test_cmc_runs_from_the_cli_and_its_export_loads(tmp_path):
     assert pretrain.main(["--method", "cmc", "--model", "resnet18", "--model-args", '{"channels": [16,32,64,128]}',
                           "--image-size", "32", "--batch-size", "16", "--max-steps", "3", "--data-args.num_samples",
                           "64", "--knn.every", "0", "--hparams.K", "8", "--output", str(out)]) == 0
-    metrics = [line for line in open(out / "metrics.jsonl")]
+    with open(out / "metrics.jsonl") as f:
+        metrics = f.readlines()
     assert len(metrics) == 3 and '"loss_01"' in metrics[0] and '"loss_10"' in metrics[0]
     model = clzoo.create_model(f"local-dir:{out}", pretrained=True).eval()
     assert type(model).__name__ == "CMCResNet" and model.num_features == 2 * 128

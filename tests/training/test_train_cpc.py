@@ -69,7 +69,8 @@ def test_infonce_by_hand():
     with torch.no_grad():
         preds[0].weight.copy_(torch.eye(2).view(2, 2, 1, 1))
         preds[1].weight.copy_(2 * torch.eye(2).view(2, 2, 1, 1))
-    loss, terms = cpc_infonce(c, z, preds)
+    with torch.no_grad():
+        loss, terms = cpc_infonce(c, z, preds)
     cells = [(b, i, j) for b in range(2) for i in range(3) for j in range(2)]
     for k, term in zip((1, 2), terms):
         total, n = 0.0, 0
@@ -111,7 +112,8 @@ def test_cpc_runs_from_the_cli_and_its_export_loads(tmp_path, method, grid, dire
     assert pretrain.main(["--method", method, "--model", "resnet18", "--model-args", '{"channels": [8,16,32,64]}',
                           "--image-size", "32", "--batch-size", "8", "--max-steps", "2", "--data-args.num_samples",
                           "16", "--knn.every", "0", "--output", str(out)]) == 0
-    first = open(out / "metrics.jsonl").readline()
+    with open(out / "metrics.jsonl") as f:
+        first = f.readline()
     assert all(f'"loss_{d}"' in first for d in directions)
     model = clzoo.create_model(f"local-dir:{out}", pretrained=True).eval()
     assert type(model).__name__ == "CPCEncoder" and model.num_features == 64
