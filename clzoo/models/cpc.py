@@ -18,6 +18,11 @@ from timm.models import register_model
 
 from .._builder import build_encoder
 
+# the cfg of an architecture without released weights (timm warns when a model has none); a run's export
+# (local-dir:) brings its own
+TRAINING_ONLY_CFG = dict(num_classes=0, input_size=(3, 224, 224), mean=(0.485, 0.456, 0.406),
+                         std=(0.229, 0.224, 0.225), classifier="fc")
+
 
 def grid_size(image_size: int, patch: int, stride: int) -> int:
     return (image_size - patch) // stride + 1
@@ -72,4 +77,6 @@ class CPCEncoder(nn.Module):
 @register_model
 def cpc_encoder(pretrained=False, **kwargs):
     """CPC's patch encoder around any timm model (`base`, `base_args`): the grid of patch features, pooled."""
+    if kwargs.get("pretrained_cfg") is None:  # timm passes None
+        kwargs["pretrained_cfg"] = dict(TRAINING_ONLY_CFG, first_conv="trunk.conv1")
     return build_encoder(CPCEncoder, "cpc_encoder", pretrained, **kwargs)

@@ -193,6 +193,8 @@ def main(out_path, group="contrastive"):
     if r == 0:
         torch.save(out, out_path)
     acc.wait_for_everyone()
+    if W > 1:  # an orderly gloo shutdown: exiting with a live group aborted once ("terminate called without an
+        dist.destroy_process_group()  # active exception", SIGABRT after all runs had finished)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,10 @@ def main(out: str, *names: str) -> None:
     if state.is_main_process:
         with open(os.path.join(out, "world_size"), "w") as f:
             f.write(str(state.num_processes))
+    if state.num_processes > 1:  # an orderly gloo shutdown (see train_dist_worker.py)
+        state.wait_for_everyone()
+        import torch.distributed as dist
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
