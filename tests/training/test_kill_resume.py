@@ -40,10 +40,12 @@ def _size(path):
         return None
 
 
-def _kill(proc, out, rng, at_write, deadline):
-    """SIGKILL `proc` a random 0-60 ms into its `at_write`-th checkpoint write, or at `deadline` when `at_write`
-    is None. A write starts when checkpoint.pt.tmp appears or checkpoint.pt is truncated (whichever way the
-    trainer writes its checkpoint)."""
+def _kill(proc, out, rng, at_write, deadline, full_size):
+    """SIGKILL `proc` inside its `at_write`-th checkpoint write, once checkpoint.pt.tmp holds a random 5-95 % of
+    the `full_size` bytes a checkpoint has (or its write has reached the fsync), or at `deadline` when
+    `at_write` is None. A write starts when checkpoint.pt.tmp appears or checkpoint.pt is truncated (whichever
+    way the trainer writes its checkpoint). (A fixed 0-60 ms delay instead missed most writes on a fast disk:
+    2 of 5 landed inside one in a suite run.)"""
     tmp, final = os.path.join(out, CHECKPOINT + ".tmp"), os.path.join(out, CHECKPOINT)
     had_tmp, final_size, writes = _size(tmp) is not None, _size(final), 0
     while proc.poll() is None and time.time() < deadline:
@@ -51,7 +53,12 @@ def _kill(proc, out, rng, at_write, deadline):
         writes += (has_tmp and not had_tmp) or (size is not None and final_size is not None and size < final_size // 2)
         had_tmp, final_size = has_tmp, size
         if at_write is not None and writes >= at_write:
-            time.sleep(rng.uniform(0, 0.06))
+            target = rng.uniform(0.05, 0.95) * full_size
+            while proc.poll() is None and time.time() < deadline:
+                written = _size(tmp)
+                if written is None or written >= target:  # (None: the write went in place or just renamed)
+                    break
+                time.sleep(0.0002)
             break
         time.sleep(0.0005)
     if proc.poll() is None:
@@ -75,6 +82,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path)
     full = tmp_path / "full"
     proc = _start(full, resume=False)
     assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    full_size = os.stat(full / CHECKPOINT).st_size
 
     rng = random.Random(0)
     out = tmp_path / "killed"
@@ -88,7 +96,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path)
             # half the kills wait for a checkpoint write, half land anywhere in the first seconds (start-up,
             # loading, a training step, metrics, the final export)
             at_write, deadline = (None, time.time() + rng.uniform(2.0, 6.0)) if kills % 2 else (rng.randint(1, 3), time.time() + 60)
-            killer = threading.Thread(target=_kill, args=(proc, str(out), rng, at_write, deadline))
+            killer = threading.Thread(target=_kill, args=(proc, str(out), rng, at_write, deadline, full_size))
             killer.start()
             rc = proc.wait(timeout=300)
             killer.join()
