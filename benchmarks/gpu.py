@@ -13,7 +13,6 @@ benchmarks/results/gpu.json and prints a markdown table."""
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import os
@@ -97,17 +96,11 @@ def sync():
 
 def build_sides(method: str, s: dict, device: str, precision: str):
     """clzoo's trainer step and lightly's example step (same backbone copy, heads and views) at s["batch"]."""
-    import lightly_methods
     step, module, _ = bench.clzoo_trainer(method, s, cpu=device == "cpu", precision=precision)
     maker, images, index = bench.bench_views(method, s, device=device, views_only=True)
     batch = maker(images, index, 0)
-    online = module.student_backbone if hasattr(module, "student_backbone") else module.backbone
-    baseline = lightly_methods.build(method, copy.deepcopy(online).to(memory_format=torch.contiguous_format))
-    baseline.to(device).train()
-    lopt = baseline.make_optimizer(s["optimizer"], s["lr"] * s["batch"] / 256, s["weight_decay"])
-    nchw = [v.contiguous() for v in batch["views"]]
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-                if precision in ("bf16", "fp16") and device != "cpu" else None)
+    baseline, lopt, nchw = bench.lightly_side(method, s, module, batch["views"], device)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision) if device != "cpu" else None
     counter = [0]
 
     def clzoo_step():
@@ -115,12 +108,9 @@ def build_sides(method: str, s: dict, device: str, precision: str):
         step(batch, counter[0])
         sync()
 
-    def lightly_step():
-        if autocast is None:
+    def lightly_step():  # lightly's examples under torch.autocast, as Accelerate's mixed precision runs clzoo's
+        with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
             baseline.step(nchw, 1, lopt)
-        else:
-            with torch.autocast("cuda", dtype=autocast.fast_dtype):
-                baseline.step(nchw, 1, lopt)
         sync()
 
     def make_views():

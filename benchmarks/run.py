@@ -121,21 +121,30 @@ def bench_views(method: str, s: dict, seed: int = 0, device: str = "cpu", views_
     return (views, images, index) if views_only else views(images, index, 0)
 
 
-def bench_train(quick: bool, methods=TRAIN_METHODS) -> list[dict]:
-    import lightly_methods
+def online_backbone(module):
+    """The backbone the method trains by gradient (DINO's student; the others' `backbone`)."""
+    return module.student_backbone if hasattr(module, "student_backbone") else module.backbone
 
+
+def lightly_side(method: str, s: dict, module, views: list, device: str = "cpu"):
+    """(lightly's example model of `method` on a copy of clzoo's online backbone, its optimizer, the views as
+    lightly's collate gives them: contiguous NCHW)."""
+    import lightly_methods
+    backbone = copy.deepcopy(online_backbone(module)).requires_grad_(True)
+    baseline = lightly_methods.build(method, backbone.to(memory_format=torch.contiguous_format)).to(device).train()
+    optimizer = baseline.make_optimizer(s["optimizer"], s["lr"] * s["batch"] / 256, s["weight_decay"])
+    return baseline, optimizer, [v.contiguous() for v in views]
+
+
+def bench_train(quick: bool, methods=TRAIN_METHODS) -> list[dict]:
     rows = []
     rounds = 5 if quick else 9
     for method in methods:
         s = bench_setting(method, quick)
         batch = bench_views(method, s)
         step, module, _ = clzoo_trainer(method, s)
-        online = module.student_backbone if hasattr(module, "student_backbone") else module.backbone
-        backbone = copy.deepcopy(online).requires_grad_(True)
-        baseline = lightly_methods.build(method, copy.deepcopy(backbone).to(memory_format=torch.contiguous_format))
-        baseline.train()
-        lopt = baseline.make_optimizer(s["optimizer"], s["lr"] * s["batch"] / 256, s["weight_decay"])
-        nchw = [v.contiguous() for v in batch["views"]]  # what lightly's collate gives
+        backbone = copy.deepcopy(online_backbone(module)).requires_grad_(True)
+        baseline, lopt, nchw = lightly_side(method, s, module, batch["views"])
         bare_opt = torch.optim.SGD(backbone.parameters(), lr=0.01, momentum=0.9)
         by_size: dict = {}
         for v in batch["views"]:
