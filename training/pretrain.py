@@ -78,11 +78,11 @@ def encoder_spec(cfg: dict, name: str) -> tuple[str, dict]:
     return adapt(name, args, image_size=cfg["image_size"]) if adapt else (name, args)
 
 
-def _backbone_kwargs(cfg: dict, name: str) -> dict:
-    """model_args; for a ViT (a model with a `patch_embed`) also `image_size`, and `dynamic_img_size` when
-    multi-crop adds local views of another size (its position embedding is then interpolated per crop
-    size: by DINO's `interpolate_pos_encoding` with `vit_pos_interpolation: dino`, see build_backbone),
-    unless model_args say otherwise. The architecture is
+def _backbone_spec(cfg: dict, name: str) -> tuple[str, dict]:
+    """(architecture, kwargs) of the encoder: `encoder_spec`'s; for a ViT (a model with a `patch_embed`) the
+    kwargs also get `image_size`, and `dynamic_img_size` when multi-crop adds local views of another size
+    (its position embedding is then interpolated per crop size: by DINO's `interpolate_pos_encoding` with
+    `vit_pos_interpolation: dino`, see build_backbone), unless model_args say otherwise. The architecture is
     probed on the meta device, so that pretrained weights are read once, by the final build."""
     import clzoo
     name, kwargs = encoder_spec(cfg, name)
@@ -93,7 +93,7 @@ def _backbone_kwargs(cfg: dict, name: str) -> dict:
         kwargs.setdefault("img_size", cfg["image_size"])
         if cfg["aug"].get("local_views"):
             kwargs.setdefault("dynamic_img_size", True)
-    return kwargs
+    return name, kwargs
 
 
 def _check_encoder(backbone: torch.nn.Module, cfg: dict) -> torch.nn.Module:
@@ -109,8 +109,7 @@ def build_backbone(cfg: dict, weights: bool = True) -> torch.nn.Module:
     name = cfg["init_from"] or cfg["model"]
     pretrained = bool(cfg["init_from"]) and weights
     file = {"pretrained_cfg_overlay": dict(file=cfg["init_from_file"])} if pretrained and cfg["init_from_file"] else {}
-    kwargs = _backbone_kwargs(cfg, name)
-    name = encoder_spec(cfg, name)[0]
+    name, kwargs = _backbone_spec(cfg, name)
     backbone = clzoo.create_model(name, pretrained=pretrained, **file, **kwargs)
     if kwargs.get("dynamic_img_size") and cfg["vit_pos_interpolation"] == "dino":
         use_dino_pos_interpolation(backbone)
@@ -135,7 +134,7 @@ def official_checkpoint(cfg: dict, log=print):
         reason = f"the trainer's {cfg['method']} does not read official heads"
     else:
         try:
-            return clzoo.load_pretraining_checkpoint(name, file=cfg["init_from_file"], **_backbone_kwargs(cfg, name))
+            return clzoo.load_pretraining_checkpoint(name, file=cfg["init_from_file"], **_backbone_spec(cfg, name)[1])
         except clzoo.NoHeadsError as e:
             reason = str(e)
     if mode == "yes":

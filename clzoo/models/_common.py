@@ -133,6 +133,16 @@ def tf_resnet_cfg(url: Optional[str] = None, **kwargs: Any) -> Dict[str, Any]:
     return resnet_cfg(url, **kwargs)
 
 
+def with_training_only_cfg(kwargs: Dict[str, Any], **fields: Any) -> Dict[str, Any]:
+    """`kwargs` with a pretrained cfg for an architecture without released weights (cmc_resnet18,
+    cpc_encoder): timm passes pretrained_cfg=None and would warn that there is none; a run's export
+    (local-dir:) brings its own, which is kept."""
+    if kwargs.get("pretrained_cfg") is None:
+        kwargs["pretrained_cfg"] = {**dict(num_classes=0, input_size=(3, 224, 224), mean=(0.485, 0.456, 0.406),
+                                           std=(0.229, 0.224, 0.225), classifier="fc"), **fields}
+    return kwargs
+
+
 def paper_fields(method: str) -> Dict[str, Any]:
     info = METHODS[method]
     return dict(method=method, paper_name=info.paper, paper_ids=f"arXiv:{info.arxiv}", origin_url=info.code)

@@ -9,8 +9,7 @@ from timm.models import register_model
 
 from .._registry import register_cfgs
 from ._archs import build_cmc
-from .cpc import TRAINING_ONLY_CFG
-from ._common import PYCONTRAST_RECIPE, linear, paper_fields, pycontrast_cfg, resnet_cfg
+from ._common import PYCONTRAST_RECIPE, linear, paper_fields, pycontrast_cfg, resnet_cfg, with_training_only_cfg
 
 _RECIPE = ("SGD lr 0.03, wd 1e-4, batch 128 (R50: 4 GPUs), 240 ep, x0.1 at 120/160/200; NCE, 2 memory banks, "
            "4096 negatives, tau 0.07, momentum 0.5; mixed precision (amp); crop + flip (colour is the view split)")
@@ -62,7 +61,8 @@ def cmc_resnet50w2(pretrained=False, **kwargs):
     return build_cmc("cmc_resnet50w2", pretrained, **dict(dict(width=2.0), **kwargs))
 
 
-RGB_01 = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # the default input_mean / input_std: RGB in [0, 1]
+def _untrained_cfg(kwargs):  # RGB in [0, 1], as CMCResNet's default input_mean / input_std
+    return with_training_only_cfg(kwargs, first_conv=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
 # Architectures without released weights: the official code's resnet18v1-v3 (and a ResNet-34), for training
@@ -70,14 +70,10 @@ RGB_01 = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # the default input_me
 @register_model
 def cmc_resnet18(pretrained=False, **kwargs):
     """CMC with two ResNet-18s (official code's 'resnet18v2'; width 0.5 / 2 are 'v1' / 'v3'); no released weights."""
-    if kwargs.get("pretrained_cfg") is None:  # timm passes None
-        kwargs["pretrained_cfg"] = dict(TRAINING_ONLY_CFG, first_conv=None, **RGB_01)
-    return build_cmc("cmc_resnet18", pretrained, **dict(dict(width=1.0, depth=18), **kwargs))
+    return build_cmc("cmc_resnet18", pretrained, **dict(dict(width=1.0, depth=18), **_untrained_cfg(kwargs)))
 
 
 @register_model
 def cmc_resnet34(pretrained=False, **kwargs):
     """CMC with two ResNet-34s; no released weights."""
-    if kwargs.get("pretrained_cfg") is None:  # timm passes None
-        kwargs["pretrained_cfg"] = dict(TRAINING_ONLY_CFG, first_conv=None, **RGB_01)
-    return build_cmc("cmc_resnet34", pretrained, **dict(dict(width=1.0, depth=34), **kwargs))
+    return build_cmc("cmc_resnet34", pretrained, **dict(dict(width=1.0, depth=34), **_untrained_cfg(kwargs)))

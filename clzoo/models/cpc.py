@@ -17,15 +17,7 @@ import torch.nn as nn
 from timm.models import register_model
 
 from .._builder import build_encoder
-
-# the cfg of an architecture without released weights (timm warns when a model has none); a run's export
-# (local-dir:) brings its own
-TRAINING_ONLY_CFG = dict(num_classes=0, input_size=(3, 224, 224), mean=(0.485, 0.456, 0.406),
-                         std=(0.229, 0.224, 0.225), classifier="fc")
-
-
-def grid_size(image_size: int, patch: int, stride: int) -> int:
-    return (image_size - patch) // stride + 1
+from ._common import with_training_only_cfg
 
 
 class CPCEncoder(nn.Module):
@@ -77,6 +69,5 @@ class CPCEncoder(nn.Module):
 @register_model
 def cpc_encoder(pretrained=False, **kwargs):
     """CPC's patch encoder around any timm model (`base`, `base_args`): the grid of patch features, pooled."""
-    if kwargs.get("pretrained_cfg") is None:  # timm passes None
-        kwargs["pretrained_cfg"] = dict(TRAINING_ONLY_CFG, first_conv="trunk.conv1")
-    return build_encoder(CPCEncoder, "cpc_encoder", pretrained, **kwargs)
+    return build_encoder(CPCEncoder, "cpc_encoder", pretrained,
+                         **with_training_only_cfg(kwargs, first_conv="trunk.conv1"))

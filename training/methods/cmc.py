@@ -27,7 +27,7 @@ from ..data.rng import generator
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..modules.dist import fp32, gather_no_grad
 from ..modules.heads import MLPHead
-from ..modules.losses import nce_binary, nce_z_estimate
+from ..modules.losses import nce_binary, nce_normaliser
 from ..modules.memory_bank import MemoryBank
 from ..modules.optim import split_decay
 
@@ -91,11 +91,10 @@ class CMC(nn.Module):
                 term = bank.softmax_loss(v[a], index, self.tau, noise)
             else:
                 s = bank.scores(v[a], index, noise)
-                estimate = gather_no_grad(nce_z_estimate(s, self.tau, bank.size)[None]).mean()
-                if self.Z[a, b] < 0:
-                    self.Z[a, b] = estimate
-                estimates.append(estimate)
-                term = nce_binary(s[:, 0], s[:, 1:], self.tau, bank.size, self.Z[a, b].clone())
+                Z, estimate = nce_normaliser(self.Z[a, b], s, self.tau, bank.size, estimate=self.z_momentum > 0)
+                if estimate is not None:
+                    estimates.append(estimate)
+                term = nce_binary(s[:, 0], s[:, 1:], self.tau, bank.size, Z)
             logs[f"loss_{a}{b}"] = term.detach()
             total = total + term
         if estimates:

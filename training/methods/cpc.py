@@ -68,7 +68,7 @@ class CPC(nn.Module):
         total, logs = 0.0, {}
         for d in self.directions:
             zd = DIRECTIONS[d](z)
-            loss, terms = cpc_infonce(self.contexts[d](zd), zd, self.predictors[d])
+            loss, _ = cpc_infonce(self.contexts[d](zd), zd, self.predictors[d])
             logs[f"loss_{d}"] = loss.detach()
             total = total + loss
         return total / len(self.directions), logs

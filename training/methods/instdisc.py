@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..data.rng import generator
 from ..modules.dist import fp32, gather_no_grad
 from ..modules.heads import MLPHead
-from ..modules.losses import nce_binary, nce_z_estimate
+from ..modules.losses import nce_binary, nce_normaliser
 from ..modules.memory_bank import MemoryBank
 from ..modules.optim import split_decay
 
@@ -53,16 +53,10 @@ class InstDisc(nn.Module):
         if self.loss == "softmax":
             return self.bank.softmax_loss(v, index, self.tau, noise), {}
         s = self.bank.scores(v, index, noise)
-        Z = self.normaliser(s)
+        Z, estimate = nce_normaliser(self.Z, s, self.tau, self.bank.size, estimate=self.z_momentum > 0)
+        if estimate is not None:
+            self._z_estimates.append(estimate)
         return nce_binary(s[:, 0], s[:, 1:], self.tau, self.bank.size, Z), {"Z": Z}
-
-    def normaliser(self, s: torch.Tensor) -> torch.Tensor:
-        """Z: estimated once from the first batch, averaged over processes, then fixed (or an EMA)."""
-        estimate = gather_no_grad(nce_z_estimate(s, self.tau, self.bank.size)[None]).mean()
-        if self.Z < 0:
-            self.Z.fill_(estimate)
-        self._z_estimates.append(estimate)
-        return self.Z.clone()
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:

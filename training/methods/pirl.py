@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..data.rng import generator
 from ..modules.dist import fp32, gather_no_grad
 from ..modules.heads import JigsawHead, MLPHead
-from ..modules.losses import nce_binary, nce_z_estimate
+from ..modules.losses import nce_binary, nce_normaliser
 from ..modules.memory_bank import MemoryBank
 from ..modules.optim import split_decay
 
@@ -58,9 +58,8 @@ class PIRL(nn.Module):
                 losses.append(self.bank.softmax_loss(emb, index, self.tau, noise))
                 continue
             s = self.bank.scores(emb, index, noise)  # m_I first, then the negatives
-            if self.Z[t] < 0:
-                self.Z[t] = gather_no_grad(nce_z_estimate(s, self.tau, self.bank.size)[None]).mean()
-            losses.append(nce_binary(s[:, 0], s[:, 1:], self.tau, self.bank.size, self.Z[t].clone()))
+            Z, _ = nce_normaliser(self.Z[t], s, self.tau, self.bank.size)
+            losses.append(nce_binary(s[:, 0], s[:, 1:], self.tau, self.bank.size, Z))
         self._pending.append((gather_no_grad(index), gather_no_grad(f.detach())))
         loss = self.lambd * losses[0] + (1 - self.lambd) * losses[1]
         return loss, {"loss_jigsaw": losses[0].detach(), "loss_image": losses[1].detach()}

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .dist import all_reduce_sum, fp32, global_batch_norm, world_size
+from .dist import all_reduce_sum, fp32, gather_no_grad, global_batch_norm, world_size
 
 
 def info_nce(q: torch.Tensor, k_pos: torch.Tensor, k_neg: torch.Tensor, tau: float) -> torch.Tensor:
@@ -68,6 +68,20 @@ def nce_binary(s_pos: torch.Tensor, s_neg: torch.Tensor, tau: float, n_data: int
 def nce_z_estimate(s: torch.Tensor, tau: float, n_data: int) -> torch.Tensor:
     """Monte-Carlo estimate of InstDisc's normaliser from a batch of scores: Z = mean(exp(s / tau)) * n."""
     return torch.exp(fp32(s.detach()) / tau).mean() * n_data
+
+
+def nce_normaliser(Z: torch.Tensor, s: torch.Tensor, tau: float, n_data: int,
+                   estimate: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The Z of an NCE loss (lemniscate NCEAverage, CMC, VISSL's PIRL): `Z`, a 0-dim slot of the method's buffer
+    (< 0 while unset), takes the first batch's Monte-Carlo estimate averaged over processes and is then kept.
+    Returns (a copy of Z for this batch's loss, this batch's estimate if `estimate` asks for it (an EMA of Z),
+    else None); the estimate and its all-gather are computed only when one of the two needs them."""
+    batch_estimate = None
+    if estimate or Z < 0:
+        batch_estimate = gather_no_grad(nce_z_estimate(s, tau, n_data)[None]).mean()
+        if Z < 0:
+            Z.fill_(batch_estimate)
+    return Z.clone(), batch_estimate if estimate else None
 
 
 def contrastive_in_batch(q: torch.Tensor, k_all: torch.Tensor, tau: float, offset: int = 0) -> torch.Tensor:
