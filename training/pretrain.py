@@ -39,6 +39,7 @@ from clzoo._io import atomic_write, write_json
 from training.checkpoint import check_resumable, export_backbone, load_checkpoint, load_state, save_checkpoint
 from training.config import ConfigError, load_config
 from training.data import SkipUnreadable, build_dataset, collate
+from training.data.background import with_partners
 from training.data.rng import generator, hash64
 from training.data.transforms import build_views
 from training.methods import TrainInfo, build_method, method_class
@@ -161,6 +162,23 @@ def initial_method(cfg: dict, info: TrainInfo, log=print, resuming: bool = False
     if official is not None:
         log(f"--init-from {official.name}: " + "; ".join(method.load_pretrained(official)))
     return method
+
+
+def training_images(cfg: dict, data_args: dict, masks, train_set):
+    """What the views are made from: the train set, or with `aug.background` the same images with their
+    foreground masks (and a partner each for the random / swap modes). The kNN monitor keeps `train_set`."""
+    mode = cfg["aug"].get("background")
+    if mode is None:
+        if masks is not None:
+            raise ConfigError("data_args.masks is set but aug.background is not: the masks serve only the "
+                              "background stage (--aug.background remove|random|swap)")
+        return train_set
+    if masks is None and cfg["data"] != "synthetic":
+        raise ConfigError(f"--aug.background {mode} needs foreground masks: --data {cfg['data']!r} has none. "
+                          f"Give an ImageFolder's mask folder with --data-args.masks DIR (DIR/CLASS/NAME.png per "
+                          f"image, 255 = foreground); the synthetic data renders its own.")
+    masked = build_dataset(cfg["data"], "train", cfg["image_size"], cfg["seed"], masks=masks or True, **data_args)
+    return masked if mode == "remove" else with_partners(masked, cfg["seed"])
 
 
 def schedules(cfg: dict, total_steps: int, steps_per_epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +332,9 @@ def train(cfg: dict) -> dict:
     data_args = dict(cfg["data_args"])
     if cfg["data"] != "synthetic" and not cfg["data"].startswith("hf:"):  # an ImageFolder
         data_args["decode"] = cfg["data_decode"]
+    masks = data_args.pop("masks", None)
     train_set = build_dataset(cfg["data"], "train", cfg["image_size"], cfg["seed"], **data_args)
+    train_source = training_images(cfg, data_args, masks, train_set)
     try:
         test_set = build_dataset(cfg["data"], "test", cfg["image_size"], cfg["seed"],
                                  **{k: v for k, v in data_args.items() if k != "num_samples"})
@@ -351,7 +371,7 @@ def train(cfg: dict) -> dict:
 
     aug = dict(cfg["aug"])
     views = build_views(aug.pop("preset"), cfg["image_size"], seed=cfg["seed"], **aug)
-    train_items = SkipUnreadable(train_set)
+    train_items = SkipUnreadable(train_source)
     metrics = Metrics(run_dir, accelerator.is_main_process, start_step if resume is not None else None)
     knn_cfg = dict(cfg["knn"])
     knn_every = knn_cfg.pop("every")
@@ -400,6 +420,8 @@ def train(cfg: dict) -> dict:
         while step < total_steps:
             epoch, first = divmod(step, steps_per_epoch)
             batches = epoch_batches(len(train_set), N, cfg["seed"], epoch)
+            if hasattr(train_source, "epoch"):  # background partners are drawn per epoch
+                train_source.epoch = epoch
             last = min(steps_per_epoch, first + total_steps - step)
             plan = [idx for s in range(first, last) for idx in micro_batches(batches[s], A, world, rank)]
             loader = torch.utils.data.DataLoader(train_items, batch_sampler=plan, collate_fn=collate,

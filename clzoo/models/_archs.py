@@ -311,9 +311,17 @@ class CMCResNet(nn.Module):
         lab = (self._to_colour(rgb) - self.lab_mean.to(rgb)) / self.lab_std.to(rgb)
         return [lab[:, list(group)].to(x.dtype) for group in self.split]
 
-    def forward_branches(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Each view's pooled (B, C) feature, in split order (what CMC's per-view heads take)."""
-        return [b.forward_features(v).mean((2, 3)) for b, v in zip(self.branches, self.split_views(x))]
+    def forward_branches(self, x) -> List[torch.Tensor]:
+        """Each view's pooled (B, C) feature, in split order (what CMC's per-view heads take). `x` is one crop,
+        which every view splits, or a sequence of one crop per view: view i then takes its channels from
+        crop i (two crops, each with its own colour jitter, as PyContrast's CMC feeds its two encoders)."""
+        if isinstance(x, (list, tuple)):
+            if len(x) != len(self.split):
+                raise ValueError(f"{len(x)} crops for {len(self.split)} views: give one crop, or one per view")
+            views = [self.split_views(crop)[i] for i, crop in enumerate(x)]
+        else:
+            views = self.split_views(x)
+        return [b.forward_features(v).mean((2, 3)) for b, v in zip(self.branches, views)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([b.forward_features(v) for b, v in zip(self.branches, self.split_views(x))], dim=1)

@@ -122,6 +122,26 @@ def test_cmc_banks_update_after_the_step_only():
         assert torch.equal(bank.bank[keep], old[keep])
 
 
+def test_cmc_two_crops_give_each_view_its_own_crop():
+    """PyContrast's CMC: with one crop per view, view i's channels come from crop i (and the loss sees them)."""
+    method = _cmc()
+    g = torch.Generator().manual_seed(1)
+    c1, c2 = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
+    enc = method.backbone
+    with torch.no_grad():
+        two = enc.forward_branches([c1, c2])
+        L = enc.branches[0].forward_features(enc.split_views(c1)[0]).mean((2, 3))
+        ab = enc.branches[1].forward_features(enc.split_views(c2)[1]).mean((2, 3))
+        torch.testing.assert_close(two[0], L, rtol=0, atol=0)
+        torch.testing.assert_close(two[1], ab, rtol=0, atol=0)
+        assert not torch.allclose(two[1], enc.forward_branches(c1)[1])
+        one, _ = method({"views": [c1], "index": torch.tensor([3, 7])}, 0)
+        both, _ = method({"views": [c1, c2], "index": torch.tensor([3, 7])}, 0)
+    assert not torch.isclose(one, both)
+    with pytest.raises(ValueError, match="3 crops for 2 views"):
+        enc.forward_branches([c1, c2, c1])
+
+
 def test_cmc_encoder_and_errors():
     name, args = CMC.encoder_spec("resnet18", {"channels": [8, 16, 32, 64]})
     assert name == "cmc_resnet18" and args["zero_init_last"] is False and args["input_std"] == (0.229, 0.224, 0.225)

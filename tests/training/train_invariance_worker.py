@@ -38,6 +38,11 @@ RUNS = {  # name: (method, arguments); every head and BN as in the recipe, sizes
     "cpc": ("cpc", [*HALF_RESNET18, "--hparams.steps", "3"]),
     "cpcv2": ("cpcv2", [*HALF_RESNET18, "--hparams.steps", "3", "--hparams.directions", "[down,up,right,left]"]),
     "invaspread": ("invaspread", HALF_RESNET18),
+    # k-means of the memory after epoch 0 (warmup 1), ProtoNCE from step 2 with the global batch's columns
+    "pclv2": ("pclv2", [*HALF_RESNET18, "--hparams.K", "64", "--hparams.num_cluster", "[4,8]",
+                        "--hparams.warmup_epochs", "1"]),
+    # background partners drawn per sample over the dataset, not from the process's batch
+    "simclr_background": ("simclr", [*HALF_RESNET18, "--aug.background", "swap", "--aug.background_p", "0.5"]),
     "byol": ("byol", [*HALF_RESNET18, "--hparams.hidden_dim", "512", "--hparams.dim", "128"]),
     "simsiam": ("simsiam", [*HALF_RESNET18, "--hparams.dim", "512", "--hparams.pred_dim", "128"]),
     # the official gradient is 1/W of the global-batch one (main.py); `invariant` is that of any world size

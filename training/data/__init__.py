@@ -7,6 +7,9 @@
   `(3, image_size, image_size)` tensors rendered from (seed, split, index); splits "train" / "test";
   `synthetic_args`: `num_classes` (2-10, the first shapes), `texture` (background texture scale) and
   `target` (the label: "shape", or the nuisance "fg_colour" / "bg_colour", a colour octant).
+* `masks`: foreground masks as a 4th uint8 channel of each image (255: foreground), for the background
+  augmentations (data/background.py): `True` for the synthetic set (it renders them); for an ImageFolder the
+  mask folder, `MASKS/CLASS/NAME.png` for each `ROOT/CLASS/NAME.*` (`MASKS/train/...` when ROOT has splits).
 * `spec=PATH`: an ImageFolder tree. `PATH/train` + `PATH/val` (or `PATH/test`) when present, else `PATH`
   itself is the train split. Images are decoded to uint8 `(3, H, W)` tensors with the shorter side
   resized to `image_size * 256 / 224` (aspect kept; crops happen in the augmentation); `decode` "pil" or
@@ -55,10 +58,15 @@ def _to_tensor(pil_image) -> torch.Tensor:
 class ImageFolderDataset(torch.utils.data.Dataset):
     """torchvision's ImageFolder layout (root/class/xxx.jpg); items (uint8 tensor, label)."""
 
-    def __init__(self, root: str, image_size: int, transform=None, decode: str = "pil"):
+    def __init__(self, root: str, image_size: int, transform=None, decode: str = "pil", masks: str | None = None):
         if decode not in DECODERS:
             raise ValueError(f"decode must be one of {DECODERS}, got {decode!r}")
-        self.decode = decode
+        if masks is not None and transform is not None:
+            raise ValueError("an ImageFolder with masks returns uint8 RGB + mask tensors; it takes no transform")
+        if masks is not None and not os.path.isdir(masks):
+            raise FileNotFoundError(f"mask folder {masks!r} does not exist (expected MASKS/CLASS/NAME.png for "
+                                    f"each ROOT/CLASS/NAME image)")
+        self.decode, self.masks = decode, masks
         classes = sorted(d.name for d in os.scandir(root) if d.is_dir())
         if not classes:
             raise FileNotFoundError(f"no class folders in {root!r} (expected ROOT/CLASS/IMAGE files)")
@@ -76,7 +84,30 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.samples)
 
+    def mask_path(self, i: int) -> str:
+        rel = os.path.relpath(self.samples[i][0], self.root)
+        return os.path.join(self.masks, os.path.splitext(rel)[0] + ".png")
+
     def __getitem__(self, i):
+        if self.masks is None:
+            return self._image(i)
+        from PIL import Image
+        img, label = self._image(i)
+        path = self.mask_path(i)
+        try:
+            with open(path, "rb") as f:
+                mask = Image.open(f)
+                mask.load()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no mask {path!r} for image {self.samples[i][0]!r} (each ROOT/CLASS/NAME "
+                                    f"image needs MASKS/CLASS/NAME.png, 255 = foreground)") from None
+        mask = torch.from_numpy(np.asarray(mask.convert("L")).copy())[None]
+        if mask.shape[-2:] != img.shape[-2:]:
+            mask = F.interpolate(mask[None].float(), size=img.shape[-2:], mode="bilinear", antialias=True,
+                                 align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+        return torch.cat([img, mask]), label
+
+    def _image(self, i):
         from PIL import Image
         path, label = self.samples[i]
         if self.decode == "torchvision" and not self.transform:
@@ -154,9 +185,17 @@ def build_dataset(spec: str, split: str = "train", image_size: int = 224, seed: 
     """See the module docstring. Every dataset has `.targets` (a label tensor) and `len()`."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    masks = synthetic_args.pop("masks", None)
     if spec == "synthetic":
-        ds = SyntheticShapes(split, image_size, seed, num_samples, **synthetic_args)
+        if masks not in (None, False, True):
+            raise ValueError(f"the synthetic dataset renders its own masks: masks must be true or unset, got {masks!r}")
+        ds = SyntheticShapes(split, image_size, seed, num_samples, with_masks=bool(masks), **synthetic_args)
         return with_transform(ds, transform) if transform else ds
+    if masks is not None and not isinstance(masks, str):
+        raise ValueError(f"--data {spec!r}: masks must name the mask folder (MASKS/CLASS/NAME.png), got {masks!r}")
+    if masks is not None and spec.startswith("hf:"):
+        raise ValueError(f"--data {spec!r}: hf datasets have no foreground masks here (use an ImageFolder and a "
+                         f"mask folder, or the synthetic data)")
     if synthetic_args:
         raise ValueError(f"{sorted(synthetic_args)}: options of the synthetic dataset only, not of {spec!r}")
     if spec.startswith("hf:"):
@@ -170,7 +209,10 @@ def build_dataset(spec: str, split: str = "train", image_size: int = 224, seed: 
         if split == "test" or has_splits:
             raise FileNotFoundError(f"no {split} split under {spec!r} (looked for {sub})")
         found = spec
-    return ImageFolderDataset(found, image_size, transform, decode)
+    if masks is not None:
+        sub_masks = os.path.join(masks, os.path.relpath(found, spec)) if found != spec else masks
+        masks = sub_masks if os.path.isdir(sub_masks) else masks
+    return ImageFolderDataset(found, image_size, transform, decode, masks)
 
 
 class SkipUnreadable(torch.utils.data.Dataset):

@@ -103,9 +103,11 @@ def labels(index, seed: int = 0, split: str = "train", num_classes: int = len(CL
 
 
 def render(index, image_size: int, seed: int = 0, split: str = "train",
-           num_classes: int = len(CLASSES), texture: float = 1.0) -> torch.Tensor:
+           num_classes: int = len(CLASSES), texture: float = 1.0, with_mask: bool = False) -> torch.Tensor:
     """(len(index), 3, image_size, image_size) uint8 images. `texture` scales the background's blotches and
-    fine noise (0: a flat background, an easier variant for short tests)."""
+    fine noise (0: a flat background, an easier variant for short tests). `with_mask` appends the shape's
+    coverage as a 4th channel (255 inside, 0 outside, fractional on the anti-aliased edge): the foreground
+    mask that the background augmentations and the dense probe use."""
     split_id = SPLITS[split]
     index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
     p = _params(index, seed, split_id, num_classes, texture)
@@ -146,28 +148,33 @@ def render(index, image_size: int, seed: int = 0, split: str = "train",
     close = (fg - (p["bg1"] + p["bg2"]) / 2).abs().sum(1) < 0.6
     fg = torch.where(close[:, None], 1 - fg, fg)
     img = bg * (1 - cover) + fg[:, :, None, None] * cover
+    if with_mask:
+        img = torch.cat([img, cover], 1)
     return (img.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 class SyntheticShapes(torch.utils.data.Dataset):
     """Items are (uint8 CHW tensor, label). `__getitems__` renders a whole batch at once; rendered images
     are cached while the split fits in `cache_bytes`. `target` picks the label: the shape, or the colour
-    octant of the shape or of the background (`TARGETS`)."""
+    octant of the shape or of the background (`TARGETS`). `with_masks`: images carry the foreground mask as
+    a 4th channel (`render(with_mask=True)`); `masks(index)` gives the masks alone."""
 
     def __init__(self, split: str = "train", image_size: int = 32, seed: int = 0, num_samples: int | None = None,
                  num_classes: int = len(CLASSES), texture: float = 1.0, target: str = "shape",
-                 cache_bytes: int = 1 << 30):
+                 cache_bytes: int = 1 << 30, with_masks: bool = False):
         if split not in SPLITS:
             raise ValueError(f"synthetic split must be one of {sorted(SPLITS)}, got {split!r}")
         if not 2 <= num_classes <= len(CLASSES):
             raise ValueError(f"synthetic num_classes must be in [2, {len(CLASSES)}], got {num_classes}")
         self.split, self.image_size, self.seed, self.num_classes = split, image_size, seed, num_classes
-        self.texture = float(texture)
+        self.texture, self.with_masks = float(texture), bool(with_masks)
         self.num_samples = DEFAULT_SIZES[split] if num_samples is None else int(num_samples)
         self.targets = labels(torch.arange(self.num_samples), seed, split, num_classes, target)  # checks target
         self.classes = list(CLASSES[:num_classes] if target == "shape" else TARGETS[target])
-        cacheable = self.num_samples * 3 * image_size ** 2 <= cache_bytes
-        self._cache = torch.zeros(self.num_samples, 3, image_size, image_size, dtype=torch.uint8) if cacheable else None
+        channels = 4 if self.with_masks else 3
+        cacheable = self.num_samples * channels * image_size ** 2 <= cache_bytes
+        self._cache = (torch.zeros(self.num_samples, channels, image_size, image_size, dtype=torch.uint8)
+                       if cacheable else None)
         self._cached = torch.zeros(self.num_samples, dtype=torch.bool)
 
     def __len__(self):
@@ -175,13 +182,23 @@ class SyntheticShapes(torch.utils.data.Dataset):
 
     def _images(self, index: torch.Tensor) -> torch.Tensor:
         if self._cache is None:
-            return render(index, self.image_size, self.seed, self.split, self.num_classes, self.texture)
+            return self._render(index)
         todo = index[~self._cached[index]].unique()
         for start in range(0, len(todo), 256):
             chunk = todo[start:start + 256]
-            self._cache[chunk] = render(chunk, self.image_size, self.seed, self.split, self.num_classes, self.texture)
+            self._cache[chunk] = self._render(chunk)
             self._cached[chunk] = True
         return self._cache[index]
+
+    def _render(self, index: torch.Tensor) -> torch.Tensor:
+        return render(index, self.image_size, self.seed, self.split, self.num_classes, self.texture, self.with_masks)
+
+    def masks(self, index) -> torch.Tensor:
+        """(len(index), 1, H, W) uint8 foreground masks of images `index` (255: the shape)."""
+        index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        if self.with_masks:
+            return self._images(index)[:, 3:]
+        return render(index, self.image_size, self.seed, self.split, self.num_classes, self.texture, True)[:, 3:]
 
     def __getitem__(self, i):
         return self.__getitems__([i])[0]

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from .background import GREY, Background
 from .rng import uniform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -427,6 +428,10 @@ def _cmc(v):  # CMC train_CMC.py: crop + flip only; colour is what the views spl
     return []
 
 
+def _pycontrast_cmc(v):  # PyContrast aug "C" (CMC, CMCPIRL): ColorJitter(0.4, 0.4, 0.4, 0.1) always, no grayscale
+    return [ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)]
+
+
 def _mocov2(v):  # MoCo v2 "aug+"
     return [ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), Grayscale(0.2), GaussianBlur(0.5)]
 
@@ -456,6 +461,7 @@ def _infomin(v):  # InfoMin "D": CJ(0.8, 0.8, 0.8, 0.2) p .8, blur .5, RandAugme
 PRESETS = {
     "instdisc": (_instdisc, (0.2, 1.0)),
     "cmc": (_cmc, (0.2, 1.0)),
+    "pycontrast_cmc": (_pycontrast_cmc, (0.2, 1.0)),
     "mocov2": (_mocov2, (0.2, 1.0)),
     "simclr": (_simclr, (0.08, 1.0)),
     "byol": (_byol, (0.08, 1.0)),
@@ -472,24 +478,34 @@ class ViewMaker:
     seed: int = 0
     jigsaw: Jigsaw | None = None
     sizes: list = field(default_factory=list)
+    background: Background | None = None
 
     def __call__(self, images, index, epoch: int) -> dict:
         index = torch.as_tensor(index, dtype=torch.long)
-        out = {"views": [view(images, index, self.seed, epoch, v) for v, view in enumerate(self.views)],
+
+        def source(v):  # what view v crops: the image, or with a background stage its composite
+            if self.background is not None:
+                return self.background(images, index, v, self.seed, epoch)
+            return images[:, :3] if torch.is_tensor(images) else [im[:3] for im in images]
+
+        out = {"views": [view(source(v), index, self.seed, epoch, v) for v, view in enumerate(self.views)],
                "index": index}
         if self.jigsaw is not None:
-            out["jigsaw"] = self.jigsaw(images, index, self.seed, epoch, len(self.views))
+            out["jigsaw"] = self.jigsaw(source(len(self.views)), index, self.seed, epoch, len(self.views))
         return out
 
 
 def build_views(preset: str, image_size: int, seed: int = 0, num_views: int = 2, scale=None,
                 flip: float = 0.5, local_views: int = 0, local_size: int = 96, local_scale=(0.05, 0.4),
                 jigsaw: str | None = None, blur: float | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                strength: float = 1.0) -> ViewMaker:
+                strength: float = 1.0, background: str | None = None, background_p: float = 0.2,
+                background_fill=None) -> ViewMaker:
     """Views for a method. `scale` overrides the preset's crop scale; `blur` overrides its blur
     probability (0 disables it, as the SimCLR CIFAR recipe does); `local_*` adds multi-crop views;
     `strength` is SimCLR's colour strength s; `jigsaw` adds 3x3 patches, "plain" (InfoMin) or "color"
-    (PIRL: the preset's colour jitter, photometric op and grayscale per patch)."""
+    (PIRL: the preset's colour jitter, photometric op and grayscale per patch); `background` ("remove",
+    "random", "swap") a background stage with probability `background_p` before each view's crop
+    (data/background.py; the images then carry masks), `background_fill` the removed background's RGB (0-255)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose from {sorted(PRESETS)}")
     stages_of, default_scale = PRESETS[preset]
@@ -509,4 +525,7 @@ def build_views(preset: str, image_size: int, seed: int = 0, num_views: int = 2,
     patch_stages = ([s for s in stages(0)[1:] if isinstance(s, (ColorJitter, RandomPhotometric, Grayscale))]
                     if jigsaw == "color" else [])
     jig = Jigsaw(image_size, patch_stages, mean, std, flip=flip) if jigsaw else None
-    return ViewMaker(views, seed, jig)
+    bg = None
+    if background is not None:
+        bg = Background(background, background_p, tuple(background_fill) if background_fill is not None else GREY)
+    return ViewMaker(views, seed, jig, background=bg)

@@ -54,6 +54,7 @@ def _registry():
     from .mocov1 import MoCo
     from .mocov2 import MoCoV2
     from .mocov3 import MoCoV3
+    from .pcl import PCL, PCLv2
     from .pirl import PIRL
     from .simclr import SimCLR
     from .simclrv2 import SimCLRv2
@@ -62,11 +63,11 @@ def _registry():
     return {"instdisc": InstDisc, "invaspread": InvaSpread, "mocov1": MoCo, "mocov2": MoCoV2, "simclr": SimCLR,
             "simclrv2": SimCLRv2, "pirl": PIRL, "infomin": InfoMin, "byol": BYOL, "simsiam": SimSiam,
             "barlowtwins": BarlowTwins, "swav": SwAV, "deepclusterv2": DeepClusterV2, "mocov3": MoCoV3,
-            "dino": DINO, "cmc": CMC, "cpc": CPC, "cpcv2": CPCv2}
+            "dino": DINO, "cmc": CMC, "cpc": CPC, "cpcv2": CPCv2, "pcl": PCL, "pclv2": PCLv2}
 
 
 METHODS = ("instdisc", "invaspread", "mocov1", "mocov2", "simclr", "simclrv2", "pirl", "infomin", "byol", "simsiam",
-           "barlowtwins", "swav", "deepclusterv2", "mocov3", "dino", "cmc", "cpc", "cpcv2")
+           "barlowtwins", "swav", "deepclusterv2", "mocov3", "dino", "cmc", "cpc", "cpcv2", "pcl", "pclv2")
 
 
 def method_class(name: str) -> type[nn.Module]:

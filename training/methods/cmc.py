@@ -79,7 +79,8 @@ class CMC(nn.Module):
         return name, model_args
 
     def forward(self, batch: dict, step: int):
-        x, index = batch["views"][0], batch["index"]
+        views, index = batch["views"], batch["index"]
+        x = views[0] if len(views) == 1 else views  # one crop per view: view i's channels from crop i
         v = [fp32(F.normalize(proj(f), dim=1)) for proj, f in zip(self.projectors, self.backbone.forward_branches(x))]
         index = index.to(v[0].device)
         noise = self.banks[0].sample(index, self.K, self.seed, 2, step, len(self._pending)) if self.K else None

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..data.rng import generator
 from ..modules.dist import fp32, gather_no_grad
+from ..modules.kmeans import spherical_kmeans
 from ..modules.multicrop import multicrop_forward
 from ..modules.optim import cancel_gradients, split_decay
 from .official import OfficialLayout, load_official, single_layer_keys
@@ -35,26 +36,6 @@ OFFICIAL = OfficialLayout(heads={"projection_head": "projector", "prototypes": "
                           hparams=clustering_hparams,
                           keys={"projection_head": single_layer_keys,
                                 "prototypes": lambda sd: {k.removeprefix("prototypes"): v for k, v in sd.items()}})
-
-
-@torch.no_grad()
-def spherical_kmeans(x: torch.Tensor, K: int, n_iters: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """main_deepclusterv2.py `cluster_memory` on one memory: (centroids (K, D), assignments (N,)).
-    E step: argmax of dot products; M step: the mean of each non-empty cluster, L2-normalised."""
-    if len(x) < K:
-        raise ValueError(f"deepclusterv2: {K} prototypes but only {len(x)} embeddings in memory; reduce "
-                         "nmb_prototypes")
-    centroids = x[torch.randperm(len(x), generator=g)[:K].to(x.device)].clone()
-    for it in range(n_iters + 1):
-        assign = (x @ centroids.T).argmax(1)
-        if it == n_iters:
-            break
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=K)
-        nonempty = counts > 0
-        centroids[nonempty] = sums[nonempty] / counts[nonempty, None]
-        centroids = F.normalize(centroids, dim=1)
-    return centroids, assign
 
 
 class DeepClusterV2(nn.Module):

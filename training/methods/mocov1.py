@@ -55,13 +55,20 @@ class MoCo(nn.Module):
     def key_encoder(self, x):
         return F.normalize(self.momentum_projector(self.momentum_backbone(x)), dim=1)
 
-    def forward(self, batch: dict, step: int):
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query of view 0 and the (detached, shuffle-BN) key of view 1, both L2-normalised."""
         x_q, x_k = batch["views"][:2]
         q = F.normalize(self.projector(self.backbone(x_q)), dim=1)
-        k = shuffle_bn_forward(self.key_encoder, x_k)
+        return q, shuffle_bn_forward(self.key_encoder, x_k)
+
+    def contrast(self, q: torch.Tensor, k: torch.Tensor):
+        """InfoNCE against the queue; the keys are enqueued after the step."""
         loss = info_nce(q, k, self.queue.negatives(), self.tau)
         self._pending.append(gather_no_grad(k))
         return loss, {"pos_sim": (q.detach().float() * k.float()).sum(1).mean()}
+
+    def forward(self, batch: dict, step: int):
+        return self.contrast(*self.encode(batch))
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
