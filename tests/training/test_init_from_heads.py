@@ -176,6 +176,22 @@ def test_deepclusterv2_prototypes_and_barlowtwins_projector(files):
     assert logs[-1].endswith("official bn: not used by barlowtwins")
 
 
+@torch.no_grad()
+def test_selav2_continues_from_the_official_heads(files):
+    """SeLa-v2's file (swav repo): DeepCluster-v2's MultiPrototypes layout, or SwAV's single prototypes."""
+    method, _ = initial_method("selav2", "deepclusterv2", files, "--hparams.hidden_mlp", "64", "--hparams.dim", "16",
+                               "--hparams.nmb_prototypes", "[30,30,30]", entry="selav2_resnet50.400ep")
+    (proj, prototypes), z = references("deepclusterv2", "projection_head", "prototypes")
+    p = method.projector(z)
+    assert max_diff(p, proj(z)) <= HEAD_TOL
+    official = prototypes(p)
+    for head, ref, w in zip(method.prototypes, official, prototypes.parameters()):  # ours: re-normalised
+        assert max_diff(head(p), ref / w.norm(dim=1)) <= HEAD_TOL
+    with pytest.raises(Exception, match="nmb_prototypes"):
+        initial_method("selav2", "deepclusterv2", files, "--hparams.hidden_mlp", "64", "--hparams.dim", "16",
+                       "--hparams.nmb_prototypes", "[20,20,20]", entry="selav2_resnet50.400ep")
+
+
 def _moco_fc(sd, prefix):
     """main_moco.py --mlp's fc, built from the file's keys."""
     fc = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 128))

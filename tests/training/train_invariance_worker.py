@@ -50,6 +50,8 @@ RUNS = {  # name: (method, arguments); every head and BN as in the recipe, sizes
                                     "invariant"]),
     "swav": ("swav", [*HALF_RESNET18, *LOCAL, "--hparams.nmb_prototypes", "32", "--hparams.queue_length", "0"]),
     "deepclusterv2": ("deepclusterv2", [*HALF_RESNET18, *LOCAL, "--hparams.nmb_prototypes", "[16,16,16]"]),
+    # whole-dataset Sinkhorn labels after the fill epoch, learned prototypes from step 2
+    "selav2": ("selav2", [*HALF_RESNET18, *LOCAL, "--hparams.nmb_prototypes", "[16,16,16]"]),
     "mocov3": ("mocov3", [*VIT_TINY, "--hparams.mlp_dim", "256", "--hparams.dim", "64"]),
     "dino": ("dino", [*VIT_TINY, *LOCAL, "--hparams.out_dim", "256", "--hparams.hidden_dim", "128",
                       "--hparams.bottleneck_dim", "64"]),

@@ -56,6 +56,7 @@ def _registry():
     from .mocov3 import MoCoV3
     from .pcl import PCL, PCLv2
     from .pirl import PIRL
+    from .selav2 import SeLaV2
     from .simclr import SimCLR
     from .simclrv2 import SimCLRv2
     from .simsiam import SimSiam
@@ -63,11 +64,12 @@ def _registry():
     return {"instdisc": InstDisc, "invaspread": InvaSpread, "mocov1": MoCo, "mocov2": MoCoV2, "simclr": SimCLR,
             "simclrv2": SimCLRv2, "pirl": PIRL, "infomin": InfoMin, "byol": BYOL, "simsiam": SimSiam,
             "barlowtwins": BarlowTwins, "swav": SwAV, "deepclusterv2": DeepClusterV2, "mocov3": MoCoV3,
-            "dino": DINO, "cmc": CMC, "cpc": CPC, "cpcv2": CPCv2, "pcl": PCL, "pclv2": PCLv2}
+            "dino": DINO, "cmc": CMC, "cpc": CPC, "cpcv2": CPCv2, "pcl": PCL, "pclv2": PCLv2,
+            "selav2": SeLaV2}
 
 
 METHODS = ("instdisc", "invaspread", "mocov1", "mocov2", "simclr", "simclrv2", "pirl", "infomin", "byol", "simsiam",
-           "barlowtwins", "swav", "deepclusterv2", "mocov3", "dino", "cmc", "cpc", "cpcv2", "pcl", "pclv2")
+           "barlowtwins", "swav", "deepclusterv2", "mocov3", "dino", "cmc", "cpc", "cpcv2", "pcl", "pclv2", "selav2")
 
 
 def method_class(name: str) -> type[nn.Module]:

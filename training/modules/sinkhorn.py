@@ -17,14 +17,16 @@ from .dist import fp32, reduce_no_grad, world_size
 
 
 @torch.no_grad()
-def sinkhorn_knopp(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3) -> torch.Tensor:
-    """Codes (B_local, K) for this process's rows of `scores`, every process's rows in the marginals."""
+def sinkhorn_knopp(scores: torch.Tensor, eps: float = 0.05, n_iters: int = 3, distributed: bool = True) -> torch.Tensor:
+    """Codes (B_local, K) for this process's rows of `scores`, every process's rows in the marginals.
+    `distributed=False`: `scores` are all the rows (SeLa-v2's whole-dataset memory, the same on every process)."""
+    reduce = reduce_no_grad if distributed else (lambda x, op="sum": x)
     scores = fp32(scores.detach())
-    Q = torch.exp((scores - reduce_no_grad(scores.max(), "max")) / eps).T
-    K, B = Q.shape[0], Q.shape[1] * world_size()
-    Q /= reduce_no_grad(Q.sum())
+    Q = torch.exp((scores - reduce(scores.max(), "max")) / eps).T
+    K, B = Q.shape[0], Q.shape[1] * (world_size() if distributed else 1)
+    Q /= reduce(Q.sum())
     for _ in range(n_iters):
-        Q /= reduce_no_grad(Q.sum(1, keepdim=True))
+        Q /= reduce(Q.sum(1, keepdim=True))
         Q /= K
         Q /= Q.sum(0, keepdim=True)
         Q /= B
