@@ -20,6 +20,7 @@ from .pretraining import NoHeadsError, PretrainingCheckpoint, load_pretraining_c
 from .hub import HubError, push_to_hub
 from .attention import attention_maps, attention_masks, attention_rollout
 from .features import Embeddings, SimpleFeaturePyramid, extract_features, load_encoder, load_features
+from .detection import detection_backbone
 
 __all__ = [
     "create_model", "list_models", "list_pretrained", "get_pretrained_cfg", "model_info", "list_aliases",
@@ -28,5 +29,6 @@ __all__ = [
     "UnknownModelError", "NoPretrainedWeightsError", "ManualDownloadError", "CheckpointMismatchError", "UnsafeCheckpointError",
     "ConversionError", "DownloadError", "HashMismatchError", "load_pretraining_checkpoint", "PretrainingCheckpoint", "NoHeadsError",
     "extract_features", "load_features", "load_encoder", "Embeddings", "SimpleFeaturePyramid",
+    "detection_backbone",
     "attention_maps", "attention_masks", "attention_rollout", "push_to_hub", "HubError",
 ]

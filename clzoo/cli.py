@@ -116,6 +116,21 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    import clzoo
+    from clzoo.detection import export_backbone
+    source = args.name if not os.path.isdir(args.name) else f"local-dir:{args.name}"
+    kw = dict(pretrained_cfg_overlay=dict(file=str(args.weights))) if args.weights else {}
+    model = clzoo.create_model(source, pretrained=True, num_classes=0, **kw)
+    try:
+        export_backbone(model, args.to, args.output, author=f"clzoo:{args.name}")
+    except (TypeError, ValueError) as e:
+        print(f"clzoo export: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}: {args.name} for {args.to}")
+    return 0
+
+
 def _cmd_push(args) -> int:
     from clzoo.hub import HubError, push_to_hub
     try:
@@ -227,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output .safetensors path")
     p.add_argument("--format", help="override the entry's checkpoint format (see clzoo.list_formats())")
     p.set_defaults(fn=_cmd_convert)
+
+    p = sub.add_parser("export", help="a ResNet backbone in detectron2 / mmdet / torchvision layout")
+    p.add_argument("name", help="a clzoo entry (its weights), or a training run directory")
+    p.add_argument("--to", required=True, choices=["detectron2", "mmdet", "torchvision"])
+    p.add_argument("--output", required=True, help="output file (.pkl for detectron2, .pth otherwise)")
+    p.add_argument("--weights", help="a local weight file for the entry (instead of downloading)")
+    p.set_defaults(fn=_cmd_export)
 
     p = sub.add_parser("push", help="push an entry, or a training run directory, to the Hugging Face Hub")
     p.add_argument("source", help="a run directory (model.safetensors + config.json) or a clzoo name with weights")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import torch
+import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from .._registry import MethodInfo, Metric, register_method
@@ -183,3 +185,32 @@ def pycontrast_cfg(method: str, filename: str, backbone: str, recipe: str, top1:
                       recipe=recipe, metrics=(linear(top1, "pycontrast"),) if top1 is not None else (),
                       notes="; ".join(n for n in (where, notes) if n),
                       **dict(paper_fields(method), origin_url=PYCONTRAST_CODE), **kwargs)
+
+
+class TrunkWrapper(nn.Module):
+    """The timm classifier API of clzoo's wrappers around a timm trunk (cpc_encoder, head_classifier): a
+    subclass sets `num_features` and defines `pooled(features)`; the head is dropout and the `fc` classifier."""
+
+    def init_classifier(self, num_features: int, num_classes: int, drop_rate: float) -> None:
+        self.num_features = self.head_hidden_size = num_features
+        self.drop_rate = drop_rate
+        self.reset_classifier(num_classes)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pooled(x)
+        if self.drop_rate:
+            x = nn.functional.dropout(x, p=float(self.drop_rate), training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()

@@ -19,7 +19,7 @@ import torch.nn as nn
 from timm.models import register_model
 
 from .._builder import build_encoder
-from ._common import with_training_only_cfg
+from ._common import TrunkWrapper, with_training_only_cfg
 
 
 def neck_layers(in_dim: int, widths: Sequence[int], bn: bool) -> nn.Sequential:
@@ -32,7 +32,7 @@ def neck_layers(in_dim: int, widths: Sequence[int], bn: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class HeadClassifier(nn.Module):
+class HeadClassifier(TrunkWrapper):
     def __init__(self, base: str = "resnet50", base_args: Optional[dict] = None, neck: Sequence[int] = (),
                  neck_bn: bool = True, num_classes: int = 1000, global_pool: str = "avg", in_chans: int = 3,
                  drop_rate: float = 0.0, **kwargs):
@@ -41,28 +41,14 @@ class HeadClassifier(nn.Module):
         self.trunk = timm.create_model(base, pretrained=False, **{"in_chans": in_chans, **dict(base_args or {}),
                                                                    "num_classes": 0})
         self.neck = neck_layers(self.trunk.num_features, self.neck_widths, self.neck_bn)
-        self.num_features = self.head_hidden_size = self.neck_widths[-1] if self.neck_widths else self.trunk.num_features
-        self.num_classes, self.drop_rate = num_classes, drop_rate
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.init_classifier(self.neck_widths[-1] if self.neck_widths else self.trunk.num_features, num_classes,
+                             drop_rate)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk.forward_features(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.neck(self.trunk.forward_head(x, pre_logits=True))
-        if self.drop_rate:
-            x = nn.functional.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(self.trunk.forward_head(x, pre_logits=True))
 
 
 @register_model

@@ -17,10 +17,10 @@ import torch.nn as nn
 from timm.models import register_model
 
 from .._builder import build_encoder
-from ._common import with_training_only_cfg
+from ._common import TrunkWrapper, with_training_only_cfg
 
 
-class CPCEncoder(nn.Module):
+class CPCEncoder(TrunkWrapper):
     def __init__(self, base: str = "resnet18", base_args: Optional[dict] = None, patch: int = 64, stride: int = 32,
                  num_classes: int = 0, global_pool: str = "avg", in_chans: int = 3, drop_rate: float = 0.0, **kwargs):
         super().__init__()
@@ -29,9 +29,7 @@ class CPCEncoder(nn.Module):
         self.base, self.patch, self.stride = base, int(patch), int(stride)
         self.trunk = timm.create_model(base, pretrained=False, num_classes=0, in_chans=in_chans,
                                        **dict(base_args or {}))
-        self.num_features = self.head_hidden_size = self.trunk.num_features
-        self.num_classes, self.drop_rate = num_classes, drop_rate
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.init_classifier(self.trunk.num_features, num_classes, drop_rate)
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, G, G, C, patch, patch), rows first."""
@@ -49,21 +47,8 @@ class CPCEncoder(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode_patches(self.patches(x))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))
-        if self.drop_rate:
-            x = nn.functional.dropout(x, p=float(self.drop_rate), training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
 
 
 @register_model
