@@ -11,7 +11,8 @@ Formats (ResNets; timm's ResNet keys are torchvision's):
   matches them by suffix under backbone.bottom_up.). Pickled numpy arrays only: no torch class is imported
   when it loads.
 * mmdet / mmseg: {"state_dict": {"backbone." + torchvision key: tensor}, "meta": {...}}, for
-  `init_cfg=dict(type="Pretrained", checkpoint=FILE)` (mmdet's ResNet keeps torchvision's names).
+  `init_cfg=dict(type="Pretrained", checkpoint=FILE)` (mmdet's ResNet keeps torchvision's names); a timm ViT
+  gets mmseg's `VisionTransformer` names (build it with `patch_bias=True, final_norm=True`).
 * torchvision: the state dict of torchvision.models.resnet{18,34,50,101,152} without `fc` (load with
   strict=False: the missing keys are fc.weight and fc.bias).
 """
@@ -54,12 +55,47 @@ def detectron2_names(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
+def mmseg_vit_names(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """timm ViT names -> mmseg VisionTransformer's (patch_bias=True, final_norm=True: the final norm is `ln1`)."""
+    rules = [("patch_embed.proj.", "patch_embed.projection."), ("blocks.", "layers."), (".norm1.", ".ln1."),
+             (".norm2.", ".ln2."), (".attn.qkv.weight", ".attn.attn.in_proj_weight"),
+             (".attn.qkv.bias", ".attn.attn.in_proj_bias"), (".attn.proj.", ".attn.attn.out_proj."),
+             (".mlp.fc1.", ".ffn.layers.0.0."), (".mlp.fc2.", ".ffn.layers.1.")]
+    out = {}
+    for k, v in state.items():
+        if k.startswith("head") or k.startswith("fc_norm"):
+            continue
+        if k.startswith("norm."):
+            k = "ln1." + k[len("norm."):]
+        for a, b in rules:
+            k = k.replace(a, b)
+        out[k] = v
+    return out
+
+
+def _vit_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    from timm.models.vision_transformer import VisionTransformer
+    sd = model.state_dict()
+    extra = [k for k in sd if ".ls1." in k or "q_norm" in k or k == "reg_token"]
+    if not isinstance(model, VisionTransformer) or extra or "cls_token" not in sd:
+        raise TypeError(f"mmseg export takes a plain timm ViT with a [CLS] token (no register tokens, layer scale "
+                        f"or qk-norm: {extra[:3]}); got {type(model).__name__}")
+    return {k: v.detach().cpu() for k, v in sd.items()}
+
+
 def export_backbone(model: nn.Module, target: str, output: str, author: str = "clzoo") -> str:
-    """Write `model`'s backbone (a ResNet) to `output` in `target`'s layout (module docstring)."""
+    """Write `model`'s backbone to `output` in `target`'s layout (module docstring): a ResNet for every target,
+    a ViT for `mmdet` (mmseg's VisionTransformer keys)."""
     if target not in TARGETS:
         raise ValueError(f"--to must be one of {TARGETS}, got {target!r}")
-    state = _resnet_state(model)
+    from timm.models.vision_transformer import VisionTransformer
     from ._io import atomic_write
+    if isinstance(model, VisionTransformer) and target == "mmdet":
+        payload = {"state_dict": OrderedDict(("backbone." + k, v) for k, v in mmseg_vit_names(_vit_state(model)).items()),
+                   "meta": {"author": author, "source": "clzoo", "mmseg": "VisionTransformer(patch_bias=True, final_norm=True)"}}
+        atomic_write(output, lambda f: torch.save(payload, f))
+        return output
+    state = _resnet_state(model)
     if target == "detectron2":
         payload = {"model": {k: v.numpy() for k, v in detectron2_names(state).items()}, "__author__": author,
                    "matching_heuristics": True}

@@ -19,8 +19,8 @@ from clzoo.detection import detection_backbone, export_backbone
 DATA = os.path.join(os.path.dirname(__file__), "data", "detection")
 
 
-def _keys(name):
-    rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(DATA, f"{name}_resnet50_keys.txt"))
+def _keys(name, arch="resnet50"):
+    rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(DATA, f"{name}_{arch}_keys.txt"))
             if not line.startswith("#")]
     return {k: tuple(int(d) for d in shape.strip("()").split(",") if d.strip()) for k, shape in rows}
 
@@ -60,6 +60,20 @@ def test_mmdet_checkpoint_has_mmdets_resnet50_keys(resnet50, tmp_path):
     assert got == _keys("mmdet")
 
 
+def test_mmseg_checkpoint_of_a_vit_has_mmsegs_vision_transformer_keys(tmp_path):
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_small_patch16_224", num_classes=0)
+    ckpt = torch.load(export_backbone(vit, "mmdet", str(tmp_path / "vit.pth")), weights_only=True)
+    got = {k.removeprefix("backbone."): tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+    assert got == _keys("mmseg", "vit_small")
+    sd = vit.state_dict()  # torch MultiheadAttention's in_proj is timm's qkv: q, k, v stacked in the same order
+    assert torch.equal(ckpt["state_dict"]["backbone.layers.3.attn.attn.in_proj_weight"], sd["blocks.3.attn.qkv.weight"])
+    assert torch.equal(ckpt["state_dict"]["backbone.ln1.bias"], sd["norm.bias"])
+    with pytest.raises(TypeError, match="plain timm ViT"):
+        export_backbone(timm.create_model("vit_small_patch14_reg4_dinov2", num_classes=0, img_size=56), "mmdet",
+                        str(tmp_path / "reg.pth"))
+
+
 def test_torchvision_file_loads_into_torchvisions_resnet50_and_computes_the_same(resnet50, tmp_path):
     out = export_backbone(resnet50, "torchvision", str(tmp_path / "r50_tv.pth"))
     tv = torchvision.models.resnet50()
@@ -73,7 +87,7 @@ def test_torchvision_file_loads_into_torchvisions_resnet50_and_computes_the_same
 
 def test_export_refuses_what_has_no_counterpart(tmp_path):
     with pytest.raises(TypeError, match="takes a ResNet"):
-        export_backbone(timm.create_model("vit_tiny_patch16_224", num_classes=0), "mmdet", str(tmp_path / "v.pth"))
+        export_backbone(timm.create_model("vit_tiny_patch16_224", num_classes=0), "detectron2", str(tmp_path / "v.pkl"))
     with pytest.raises(TypeError, match="deep-stem"):
         export_backbone(timm.create_model("resnet18d", num_classes=0), "torchvision", str(tmp_path / "d.pth"))
     with pytest.raises(ValueError, match="must be one of"):
@@ -91,7 +105,7 @@ def test_cli_export_from_a_local_weight_file(tmp_path, capsys):
     np.testing.assert_array_equal(obj["model"]["res5.1.conv2.weight"], model.state_dict()["layer4.1.conv2.weight"].numpy())
     vit = tmp_path / "vit.pth"
     torch.save(timm.create_model("vit_tiny_patch16_224", num_classes=0).state_dict(), vit)
-    assert cli_main(["export", "vit_tiny_patch16_224", "--to", "mmdet", "--weights", str(vit), "--output",
+    assert cli_main(["export", "vit_tiny_patch16_224", "--to", "torchvision", "--weights", str(vit), "--output",
                      str(tmp_path / "v.pth")]) == 2
     assert "takes a ResNet" in capsys.readouterr().err
 
