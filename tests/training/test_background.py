@@ -144,3 +144,42 @@ def test_trainer_asks_for_masks_and_runs_with_the_synthetic_ones(tmp_path, capsy
                           "swap", "--aug.background_p", "1.0", "--output", out]) == 0
     assert os.path.exists(os.path.join(out, "model.safetensors"))
     assert GREY == (124.0, 116.0, 104.0)
+
+
+def test_bg_swaps_hard_negative_is_the_partners_foreground_on_the_own_background():
+    from training.data.background import hard_negative
+    a = _image((200, 10, 10), (10, 10, 200), MASK_A)  # own: red shape on blue
+    b = _image((0, 255, 0), (250, 250, 0), MASK_B)    # partner: green shape at (0, 1)
+    out = hard_negative(torch.cat([a, b])[None])[0]
+    blue = torch.tensor([10.0, 10.0, 200.0])
+    assert torch.equal(out[:, 0, 1], torch.tensor([0.0, 255.0, 0.0]))  # the partner's foreground
+    assert torch.equal(out[:, 1, 0], blue)  # the own background stays
+    # the own shape is gone, filled with the own background's mean, weighted by 1 - mask (the 20 % edge pixel too)
+    edge = a[:3, 1, 1].float()
+    torch.testing.assert_close(out[:, 0, 0], (2 * blue + 0.8 * edge) / 2.8)
+    views = build_views("mocov2", 2, seed=0, background="swap", background_p=1.0, background_negative=True)
+    batch = views(torch.cat([a, b])[None].expand(4, -1, -1, -1), torch.arange(4), 0)
+    assert batch["bg_negative"].shape == batch["views"][1].shape
+    with pytest.raises(ValueError, match="needs aug.background swap"):
+        build_views("mocov2", 2, background="random", background_negative=True)
+    with pytest.raises(ValueError, match="needs aug.background swap"):
+        build_views("mocov2", 2, background_negative=True)
+
+
+def test_moco_scores_the_hard_negative_as_one_more_negative(tmp_path):
+    import math
+    from training.modules.losses import info_nce
+    g = torch.Generator().manual_seed(0)
+    q, k, hard = (torch.nn.functional.normalize(torch.randn(3, 4, generator=g), dim=1) for _ in range(3))
+    queue = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=1)
+    tau, total = 0.2, 0.0
+    for b in range(3):
+        logits = [float(q[b] @ k[b]), float(q[b] @ hard[b])] + [float(q[b] @ n) for n in queue]
+        total += -logits[0] / tau + math.log(sum(math.exp(v / tau) for v in logits))
+    assert info_nce(q, k, queue, tau, hard).item() == pytest.approx(total / 3, rel=1e-5)
+    assert info_nce(q, k, queue, tau, hard) > info_nce(q, k, queue, tau)
+    out = str(tmp_path / "moco")
+    assert pretrain.main(["--method", "mocov2", "--model", "test_resnet", "--image-size", "16", "--batch-size", "32",
+                          "--epochs", "1", "--data-args.num_samples", "64", "--hparams.K", "64", "--mixed-precision",
+                          "no", "--knn.every", "0", "--aug.background", "swap", "--aug.background_negative", "true",
+                          "--output", out]) == 0

@@ -95,6 +95,13 @@ def _composite(images: torch.Tensor, mode: str, fill: torch.Tensor) -> torch.Ten
     return rgb * mask + background * (1 - mask)
 
 
+def hard_negative(images: torch.Tensor) -> torch.Tensor:
+    """(B, 8, H, W) -> (B, 3, H, W): the partner's foreground on the image's own background (its own shape filled
+    with the mean colour of its background): BG_Swaps' negative, which shares the anchor's background."""
+    swapped = torch.cat([images[:, 4:8], images[:, :4]], 1)  # the partner as the image, the image as the partner
+    return _composite(swapped, "random", torch.zeros(3))
+
+
 @dataclass
 class Background:
     """The background stage of view `v`: see the module docstring. Images: a (B, C, H, W) uint8 batch or a
@@ -102,10 +109,14 @@ class Background:
     mode: str
     p: float = 0.2
     fill: tuple = GREY
+    negative: bool = False
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"aug.background must be one of {MODES}, got {self.mode!r}")
+        if self.negative and self.mode != "swap":
+            raise ValueError(f"aug.background_negative is BG_Swaps' hard negative: it needs aug.background swap, "
+                             f"not {self.mode!r}")
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"aug.background_p must be in [0, 1], got {self.p}")
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from .background import GREY, Background
+from .background import GREY, Background, hard_negative
 from .rng import uniform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -458,6 +458,8 @@ def _infomin(v):  # InfoMin "D": CJ(0.8, 0.8, 0.8, 0.2) p .8, blur .5, RandAugme
     return [ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.8), GaussianBlur(0.5), RandAugment(2, 10, 0.5), Grayscale(0.2)]
 
 
+NEGATIVE_VIEW = 1000  # the view key of the background hard negative's draws
+
 PRESETS = {
     "instdisc": (_instdisc, (0.2, 1.0)),
     "cmc": (_cmc, (0.2, 1.0)),
@@ -492,6 +494,10 @@ class ViewMaker:
                "index": index}
         if self.jigsaw is not None:
             out["jigsaw"] = self.jigsaw(source(len(self.views)), index, self.seed, epoch, len(self.views))
+        if self.background is not None and self.background.negative:  # BG_Swaps: with view 1's recipe
+            negative = (hard_negative(images) if torch.is_tensor(images)
+                        else [hard_negative(im[None])[0] for im in images])
+            out["bg_negative"] = self.views[1](negative, index, self.seed, epoch, NEGATIVE_VIEW)
         return out
 
 
@@ -499,13 +505,14 @@ def build_views(preset: str, image_size: int, seed: int = 0, num_views: int = 2,
                 flip: float = 0.5, local_views: int = 0, local_size: int = 96, local_scale=(0.05, 0.4),
                 jigsaw: str | None = None, blur: float | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                 strength: float = 1.0, background: str | None = None, background_p: float = 0.2,
-                background_fill=None) -> ViewMaker:
+                background_fill=None, background_negative: bool = False) -> ViewMaker:
     """Views for a method. `scale` overrides the preset's crop scale; `blur` overrides its blur
     probability (0 disables it, as the SimCLR CIFAR recipe does); `local_*` adds multi-crop views;
     `strength` is SimCLR's colour strength s; `jigsaw` adds 3x3 patches, "plain" (InfoMin) or "color"
     (PIRL: the preset's colour jitter, photometric op and grayscale per patch); `background` ("remove",
     "random", "swap") a background stage with probability `background_p` before each view's crop
-    (data/background.py; the images then carry masks), `background_fill` the removed background's RGB (0-255)."""
+    (data/background.py; the images then carry masks), `background_fill` the removed background's RGB (0-255),
+    `background_negative` (with swap) BG_Swaps' hard negative as the batch's `bg_negative` view."""
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose from {sorted(PRESETS)}")
     stages_of, default_scale = PRESETS[preset]
@@ -527,5 +534,8 @@ def build_views(preset: str, image_size: int, seed: int = 0, num_views: int = 2,
     jig = Jigsaw(image_size, patch_stages, mean, std, flip=flip) if jigsaw else None
     bg = None
     if background is not None:
-        bg = Background(background, background_p, tuple(background_fill) if background_fill is not None else GREY)
+        bg = Background(background, background_p, tuple(background_fill) if background_fill is not None else GREY,
+                        negative=background_negative)
+    elif background_negative:
+        raise ValueError("aug.background_negative needs aug.background swap")
     return ViewMaker(views, seed, jig, background=bg)

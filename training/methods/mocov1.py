@@ -61,14 +61,18 @@ class MoCo(nn.Module):
         q = F.normalize(self.projector(self.backbone(x_q)), dim=1)
         return q, shuffle_bn_forward(self.key_encoder, x_k)
 
-    def contrast(self, q: torch.Tensor, k: torch.Tensor):
-        """InfoNCE against the queue; the keys are enqueued after the step."""
-        loss = info_nce(q, k, self.queue.negatives(), self.tau)
+    def contrast(self, q: torch.Tensor, k: torch.Tensor, batch: dict | None = None):
+        """InfoNCE against the queue; the keys are enqueued after the step. With `--aug.background_negative`
+        the batch's `bg_negative` view (another image's foreground on the query's background: BG_Swaps) is
+        keyed and scored as one more negative of its query."""
+        hard = batch.get("bg_negative") if batch is not None else None
+        k_hard = shuffle_bn_forward(self.key_encoder, hard) if hard is not None else None
+        loss = info_nce(q, k, self.queue.negatives(), self.tau, k_hard)
         self._pending.append(gather_no_grad(k))
         return loss, {"pos_sim": (q.detach().float() * k.float()).sum(1).mean()}
 
     def forward(self, batch: dict, step: int):
-        return self.contrast(*self.encode(batch))
+        return self.contrast(*self.encode(batch), batch)
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:

@@ -86,7 +86,7 @@ class PCL(MoCo):
 
     def forward(self, batch: dict, step: int):
         q, k = self.encode(batch)
-        loss, logs = self.contrast(q, k)  # InfoNCE; the keys go to the queue and, here, to the memory
+        loss, logs = self.contrast(q, k, batch)  # InfoNCE; the keys go to the queue and, here, to the memory
         index = batch["index"].to(self.memory.device)
         self._memory_pending.append((gather_no_grad(index), self._pending[-1]))
         if step // self.steps_per_epoch >= self.warmup_epochs and self.clustered:

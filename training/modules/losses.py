@@ -15,14 +15,17 @@ import torch.nn.functional as F
 from .dist import all_reduce_sum, fp32, gather_no_grad, global_batch_norm, world_size
 
 
-def info_nce(q: torch.Tensor, k_pos: torch.Tensor, k_neg: torch.Tensor, tau: float) -> torch.Tensor:
+def info_nce(q: torch.Tensor, k_pos: torch.Tensor, k_neg: torch.Tensor, tau: float,
+             k_hard: torch.Tensor | None = None) -> torch.Tensor:
     """MoCo's InfoNCE: logits [q.k+, q.k-] / tau with the positive at index 0 (moco/builder.py).
 
-    q, k_pos: (B, D); k_neg: (K, D) negatives shared by every query."""
+    q, k_pos: (B, D); k_neg: (K, D) negatives shared by every query; k_hard: (B, D) one more negative per
+    query (BG_Swaps' hard negative), scored after the positive."""
     q, k_pos, k_neg = fp32(q), fp32(k_pos), fp32(k_neg)
     l_pos = (q * k_pos).sum(1, keepdim=True)
     l_neg = q @ k_neg.T
-    logits = torch.cat((l_pos, l_neg), 1) / tau
+    parts = (l_pos, l_neg) if k_hard is None else (l_pos, (q * fp32(k_hard)).sum(1, keepdim=True), l_neg)
+    logits = torch.cat(parts, 1) / tau
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
