@@ -84,6 +84,7 @@ def build_classifier(source: str, num_classes: int, head_layers: int = 0, random
                      model_args: dict | None = None) -> nn.Module:
     """trunk (+ neck) + a new linear classifier, from a run directory or a model name (see the docstring)."""
     neck, bn, neck_state = [], True, {}
+    source = source.removeprefix("local-dir:")
     if os.path.isdir(source) and os.path.exists(os.path.join(source, "config.json")):
         base, base_args, trunk = _run_dir_source(source)
         if head_layers:
