@@ -538,4 +538,6 @@ def build_views(preset: str, image_size: int, seed: int = 0, num_views: int = 2,
                         negative=background_negative)
     elif background_negative:
         raise ValueError("aug.background_negative needs aug.background swap")
+    if background_negative and num_views < 2:
+        raise ValueError("aug.background_negative is made with view 1's recipe: it needs aug.num_views >= 2")
     return ViewMaker(views, seed, jig, background=bg)
