@@ -33,16 +33,16 @@ def detectron2_keys(src):
     return build_resnet_backbone(cfg, ShapeSpec(channels=3)).state_dict()
 
 
-def mmdet_keys(site):
+def openmmlab_loader(package, modules, site):
+    """Stand-in `package` modules (a registry whose decorator returns the class) and a loader of its source files
+    from `site`: the package __init__ needs mmcv's compiled ops, which a CPU install from the registry lacks."""
     class Registry:
         def register_module(self, *a, **k):
             return (lambda cls: cls) if not a or isinstance(a[0], str) else a[0]
-    for name in ("mmdet", "mmdet.models", "mmdet.models.layers", "mmdet.models.backbones", "mmdet.utils"):
+    for name in (package, *(f"{package}.{m}" for m in modules)):
         sys.modules[name] = types.ModuleType(name)
-    sys.modules["mmdet.registry"] = types.ModuleType("mmdet.registry")
-    sys.modules["mmdet.registry"].MODELS = Registry()
-    utils = sys.modules["mmdet.utils"]
-    utils.ConfigType = utils.OptConfigType = utils.OptMultiConfig = object
+    sys.modules[f"{package}.registry"] = types.ModuleType(f"{package}.registry")
+    sys.modules[f"{package}.registry"].MODELS = Registry()
     sys.path.insert(0, site)
 
     def load(mod, path):
@@ -51,6 +51,13 @@ def mmdet_keys(site):
         sys.modules[mod] = m
         spec.loader.exec_module(m)
         return m
+    return load
+
+
+def mmdet_keys(site):
+    load = openmmlab_loader("mmdet", ("models", "models.layers", "models.backbones", "utils"), site)
+    utils = sys.modules["mmdet.utils"]
+    utils.ConfigType = utils.OptConfigType = utils.OptMultiConfig = object
     layer = load("mmdet.models.layers.res_layer", "mmdet/models/layers/res_layer.py")
     sys.modules["mmdet.models.layers"].ResLayer = layer.ResLayer
     resnet = load("mmdet.models.backbones.resnet", "mmdet/models/backbones/resnet.py")
@@ -58,21 +65,7 @@ def mmdet_keys(site):
 
 
 def mmseg_vit(site):
-    class Registry:
-        def register_module(self, *a, **k):
-            return (lambda cls: cls) if not a or isinstance(a[0], str) else a[0]
-    for name in ("mmseg", "mmseg.models", "mmseg.models.utils", "mmseg.models.backbones"):
-        sys.modules[name] = types.ModuleType(name)
-    sys.modules["mmseg.registry"] = types.ModuleType("mmseg.registry")
-    sys.modules["mmseg.registry"].MODELS = Registry()
-    sys.path.insert(0, site)
-
-    def load(mod, path):
-        spec = importlib.util.spec_from_file_location(mod, os.path.join(site, path))
-        m = importlib.util.module_from_spec(spec)
-        sys.modules[mod] = m
-        spec.loader.exec_module(m)
-        return m
+    load = openmmlab_loader("mmseg", ("models", "models.utils", "models.backbones"), site)
     utils = sys.modules["mmseg.models.utils"]
     utils.PatchEmbed = load("mmseg.models.utils.embed", "mmseg/models/utils/embed.py").PatchEmbed
     utils.resize = load("mmseg.models.utils.wrappers", "mmseg/models/utils/wrappers.py").resize
