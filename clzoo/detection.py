@@ -30,14 +30,18 @@ TARGETS = ("detectron2", "mmdet", "torchvision")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision detectors' defaults
 
 
-def _resnet_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+def _check_resnet(model: nn.Module) -> None:
     from timm.models.resnet import ResNet
     if not isinstance(model, ResNet):
         raise TypeError(f"detection export takes a ResNet (timm's ResNet, torchvision's keys); got "
                         f"{type(model).__name__}. ViTs: use clzoo.create_model(name, features_only=True, "
                         f"feature_cls='pyramid') or detection_backbone(name)")
-    if getattr(model, "deep_stem", False) or "conv1.0.weight" in model.state_dict():
+    if isinstance(model.conv1, nn.Sequential):  # timm's deep stem (resnet50d etc.)
         raise TypeError("a deep-stem ResNet (resnet50d etc.) has no torchvision / detectron2 counterpart")
+
+
+def _resnet_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+    _check_resnet(model)
     return {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith("fc.")}
 
 
@@ -178,7 +182,7 @@ def _backbone(model: nn.Module, fpn: bool, trainable_layers: int, out_channels: 
 
     if hasattr(model, "blocks") and hasattr(model, "patch_embed"):
         return _PyramidBackbone(clzoo.SimpleFeaturePyramid(model, out_channels=out_channels), out_channels)
-    _resnet_state(model)  # the ResNet check, with its message
+    _check_resnet(model)
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
     model = freeze_batch_norm_2d(model)

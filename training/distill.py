@@ -41,14 +41,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 def build_student(teacher_dir: str, student: str | None, init: str, num_classes: int):
     if init not in ("random", "teacher"):
         raise ValueError(f"--student-init must be 'random' or 'teacher', got {init!r}")
-    if student is None:
-        with open(os.path.join(teacher_dir, "config.json")) as f:
-            config = json.load(f)
-        args = {k: v for k, v in config["model_args"].items() if k != "pretrained_cfg"}
-        model = clzoo.create_model(config["architecture"], **args)
-        if init == "teacher":
-            model.load_state_dict(clzoo.create_model(f"local-dir:{teacher_dir}", pretrained=True).state_dict())
-        return model
+    if student is None:  # the teacher's network (config.json), from its weights or from random ones
+        return clzoo.create_model(f"local-dir:{teacher_dir}", pretrained=init == "teacher")
     if init == "teacher":
         raise ValueError("--student-init teacher needs the teacher's architecture (leave --student out)")
     return clzoo.create_model("head_classifier", base=student, num_classes=num_classes)

@@ -132,7 +132,7 @@ def train(model: nn.Module, loss_fn, dataset, indices: torch.Tensor, args, log=p
     `loss_fn(model, views, index)` gives the loss of a batch. Returns the mean loss per epoch."""
     views = build_views("cmc", args.image_size, seed=args.seed, num_views=1, scale=(0.08, 1.0))
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay, nesterov=True)
-    steps = args.epochs * len(batches(indices, args.batch_size, args.seed, 0))
+    steps = args.epochs * max(1, len(indices) // args.batch_size)  # len(batches(...)) of every epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / steps))).item())
     model.train()
     history = []

@@ -64,11 +64,11 @@ class PCL(MoCo):
     def clustered(self) -> bool:
         return bool((self.assignments[0] >= 0).any())
 
-    def proto_nce(self, q: torch.Tensor, index: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """mean_m ProtoNCE_m over the clusterings, and the prototype accuracy (for the log)."""
-        batch = gather_no_grad(index)
-        offset = rank() * len(index)
-        targets = torch.arange(offset, offset + len(index), device=q.device)
+    def proto_nce(self, q: torch.Tensor, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean_m ProtoNCE_m over the clusterings, and the prototype accuracy (for the log). `batch`: the
+        global batch's indices (gathered over processes); `q` this process's queries."""
+        offset = rank() * len(q)
+        targets = torch.arange(offset, offset + len(q), device=q.device)
         loss, correct = 0.0, 0.0
         for h, k in enumerate(self.num_cluster):
             prototypes, density = getattr(self, f"prototypes{h}"), getattr(self, f"density{h}")
@@ -87,8 +87,8 @@ class PCL(MoCo):
     def forward(self, batch: dict, step: int):
         q, k = self.encode(batch)
         loss, logs = self.contrast(q, k, batch)  # InfoNCE; the keys go to the queue and, here, to the memory
-        index = batch["index"].to(self.memory.device)
-        self._memory_pending.append((gather_no_grad(index), self._pending[-1]))
+        index = gather_no_grad(batch["index"].to(self.memory.device))
+        self._memory_pending.append((index, self._pending[-1]))
         if step // self.steps_per_epoch >= self.warmup_epochs and self.clustered:
             proto, acc = self.proto_nce(q, index, step)
             loss = loss + proto
