@@ -75,7 +75,8 @@ DEFAULTS: dict = {
     "clip_grad_mode": "global",  # global (one norm over all parameters) | per_param (DINO: each on its own)
     "aug": {"preset": "simclr"},  # keyword arguments of data.transforms.build_views
     "hparams": {},              # keyword arguments of the method (methods/<method>.py)
-    "knn": {"every": 1, "k": 20, "temperature": 0.07, "train_samples": 0, "test_samples": 0, "batch_size": 512},
+    "knn": {"every": 1, "k": 20, "temperature": 0.07, "train_samples": 0, "test_samples": 0, "batch_size": 512,
+            "linear": False},  # linear: also a linear probe on the same features (monitor.linear_probe_accuracy)
     "save_every": 500,          # optimizer steps between checkpoints (and one at the end)
     "log_every": 1,
 }

@@ -19,38 +19,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
-import torch.nn.functional as F
 
 from clzoo.knn import knn_accuracy
 from training.data import build_dataset
-from training.monitor import eval_view, extract_features
-
-
-def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, steps: int = 100) -> torch.nn.Linear:
-    clf = torch.nn.Linear(x.shape[1], num_classes)
-    opt = torch.optim.LBFGS(clf.parameters(), lr=1, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(clf(x), y) + l2 * clf.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return clf
-
-
-def linear_probe(train_x, train_y, test_x, test_y, l2_grid=(1e-5, 1e-4, 1e-3, 1e-2)) -> dict:
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    C = int(max(train_y.max(), test_y.max())) + 1
-    n_val = len(train_x) // 5
-    best = max(l2_grid, key=lambda l2: (fit_linear(train_x[n_val:], train_y[n_val:], C, l2)(train_x[:n_val])
-                                        .argmax(1) == train_y[:n_val]).float().mean().item())
-    clf = fit_linear(train_x, train_y, C, best)
-    with torch.no_grad():
-        acc = (clf(test_x).argmax(1) == test_y).float().mean().item()
-    return {"linear_top1": acc, "l2": best}
+from training.monitor import eval_view, extract_features, linear_probe
 
 
 def pixels(dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,6 +48,7 @@ def main(argv=None) -> dict:
         (trx, try_), (tex, tey) = pixels(train_set, args.train_samples), pixels(test_set, args.test_samples)
     else:
         import clzoo
+        torch.manual_seed(args.seed)  # --random-init: the same weights on every call
         model = clzoo.create_model(args.model, pretrained=not args.random_init)
         trx, try_ = extract_features(model, eval_view(train_set, args.image_size, args.data),
                                      max_samples=args.train_samples)

@@ -381,22 +381,28 @@ def train(cfg: dict) -> dict:
     bank_view = eval_view(train_set, cfg["image_size"], cfg["data"])
     test_view = eval_view(test_set, cfg["image_size"], cfg["data"]) if test_set is not None else None
 
-    def knn_monitor() -> float | None:
+    def knn_monitor() -> dict:
+        """{"knn_top1": ...} (+ "linear_top1" with --knn.linear true) on the main process; {} without a
+        held-out split or with --knn.every 0."""
         if test_set is None or not knn_every:
-            return None
-        t0, acc = time.time(), None
+            return {}
+        t0, accs = time.time(), {}
         if accelerator.is_main_process:
             acc = knn_eval(raw.backbone, bank_view, test_view, autocast=accelerator.autocast,
                            channels_last=cfg["channels_last"], **knn_cfg)
+            accs = dict(zip(("knn_top1", "linear_top1"), acc)) if knn_cfg.get("linear") else {"knn_top1": acc}
         accelerator.wait_for_everyone()
         knn_seconds[0] += time.time() - t0
-        return acc
+        return accs
 
     results = dict(resume["results"]) if resume is not None else {}
+    monitored_step = None  # the step of the last monitor run: the results must describe the final encoder
     if resume is None:
-        results["knn_top1_init"] = knn_monitor()
-        if results["knn_top1_init"] is not None:
-            log(f"kNN top-1 of the initial (random-init) encoder: {results['knn_top1_init']:.4f}")
+        accs = knn_monitor()
+        results.update({f"{name}_init": acc for name, acc in accs.items()})
+        if accs.get("knn_top1") is not None:
+            log(f"kNN top-1 of the initial (random-init) encoder: {accs['knn_top1']:.4f}"
+                + (f", linear probe {accs['linear_top1']:.4f}" if "linear_top1" in accs else ""))
 
     log(f"{cfg['method']} on {cfg['model']} | {world} process(es) on {device} | global batch {N} "
         f"({A} micro-batch(es)) | {len(train_set)} images, {steps_per_epoch} steps/epoch, {total_steps} steps "
@@ -455,10 +461,12 @@ def train(cfg: dict) -> dict:
                 if skipped:
                     record["skipped_images"] = skipped
                 if step % steps_per_epoch == 0 and step // steps_per_epoch % max(knn_every, 1) == 0:
-                    acc = knn_monitor()
-                    if acc is not None:
-                        record["knn_top1"] = results["knn_top1"] = acc
-                        log(f"epoch {epoch}: kNN top-1 {acc:.4f}")
+                    accs, monitored_step = knn_monitor(), step
+                    record.update(accs)
+                    results.update(accs)
+                    if accs.get("knn_top1") is not None:
+                        log(f"epoch {epoch}: kNN top-1 {accs['knn_top1']:.4f}"
+                            + (f", linear probe {accs['linear_top1']:.4f}" if "linear_top1" in accs else ""))
                 if step % cfg["log_every"] == 0 or "knn_top1" in record:
                     metrics.log(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}")
@@ -471,8 +479,8 @@ def train(cfg: dict) -> dict:
         metrics.close()
 
     train_seconds = time.time() - t_train - knn_seconds[0]
-    if "knn_top1" not in results or step % steps_per_epoch:  # the run did not end on an epoch boundary
-        results["knn_top1"] = knn_monitor()
+    if monitored_step != step:  # the last epoch was not monitored (the same test on every process)
+        results.update(knn_monitor())
     results.update(steps=step, epochs=round(step / steps_per_epoch, 3), processes=world, skipped_images=skipped,
                    wall_time_s=round(time.time() - t_start, 1), knn_monitor_s=round(knn_seconds[0], 1),
                    train_images_per_s=round(images_seen / max(train_seconds, 1e-9), 1))
@@ -487,6 +495,10 @@ def train(cfg: dict) -> dict:
             init = results.get("knn_top1_init")
             log(f"kNN top-1 (k={cfg['knn']['k']}, T={cfg['knn']['temperature']}): trained {results['knn_top1']:.4f}"
                 + (f" vs random-init {init:.4f}" if init is not None else ""))
+            if results.get("linear_top1") is not None:
+                init = results.get("linear_top1_init")
+                log(f"linear probe top-1: trained {results['linear_top1']:.4f}"
+                    + (f" vs random-init {init:.4f}" if init is not None else ""))
         log(f"done in {results['wall_time_s']:.0f} s; exported {run_dir}/model.safetensors + config.json "
             f"(load with clzoo.create_model('local-dir:{run_dir}', pretrained=True))")
     accelerator.wait_for_everyone()  # (no end_training: it would tear down the process group of a caller)

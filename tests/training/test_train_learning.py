@@ -7,8 +7,8 @@ alone moves more than most margins from seed to seed (half-width ResNet-18: 0.10
 0.119 at seeds 1-3; at seed 1 MoCo v2, BYOL and DINO end below their init). What they do catch: a change
 that makes a seed-0 run end below its measured level (a broken loss, schedule, momentum update or head
 usually sends the kNN to the init or below, or the spread to ~0). A claim that a method learns needs the
-margin over >= 3 seeds, larger than 3 standard errors; none is made from these tests, except CMC's, whose seeds
-1 and 2 were measured beside the pin (see its comment).
+margin over >= 3 seeds, larger than 3 standard errors; none is made from these tests, except CMC's and CPC v1 /
+v2's (a linear probe, `LEARNS_LINEAR`), whose seeds 1 and 2 were measured beside the pins (see their comments).
 
 Two settings, chosen by measurement (README "Training > Methods" has every number):
 
@@ -165,3 +165,25 @@ def test_seed0_pin_short_run_ends_above_its_init(tmp_path, setting, method):
     r, spread = _run(tmp_path, method, [*common, *extra], 16)
     assert spread >= min_spread
     assert r["knn_top1"] >= r["knn_top1_init"] + margin, r
+
+
+# CPC v1 / v2 are judged, as in their papers, by a linear classifier on the pooled patch grid (`--knn.linear
+# true`: training/monitor.py's L-BFGS probe on the kNN's features, fitted on the 2500-image bank). Their cosine
+# kNN falls below init in every CPU-sized run (README), while the probe rises. Half-width ResNet-18 on 8-px
+# patches every 4 px of 24-px images (5 x 5 grid), 3 rows ahead, global batch 64 (the logits are (64 x 25)^2 per
+# step), AdamW 1e-3 with a cosine, 2500 images x 10 epochs, crop (0.5-1) + flip. MARGINS_MEASURED below.
+CPC_COMMON = [*COMMON, *HALF_RESNET18, "--image-size", "24", "--batch-size", "64", "--epochs", "10",
+              "--data-args.num_samples", "2500", "--knn.test_samples", "2000", "--knn.linear", "true",
+              "--optimizer", "adamw", "--lr", "1e-3", "--min-lr", "0", "--weight-decay", "0", "--aug.preset", "cmc",
+              "--aug.scale", "[0.5,1.0]", "--aug.num_views", "1", "--model-args.patch", "8", "--model-args.stride",
+              "4", "--hparams.steps", "3"]
+LEARNS_LINEAR = {"cpc": (0.01, 0.5), "cpcv2": (0.007, 0.15)}  # linear-probe margin over init, min std x sqrt(D)
+
+
+@pytest.mark.parametrize("method", sorted(LEARNS_LINEAR))
+def test_seed0_pin_cpc_linear_probe_ends_above_its_init(tmp_path, method):
+    margin, min_spread = LEARNS_LINEAR[method]
+    r, spread = _run(tmp_path, method, CPC_COMMON, 24)
+    print(f"{method}: linear probe {r['linear_top1_init']:.4f} -> {r['linear_top1']:.4f}")
+    assert spread >= min_spread
+    assert r["linear_top1"] >= r["linear_top1_init"] + margin, r

@@ -48,6 +48,39 @@ def _final_state(out):
     return torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
 
 
+
+def test_linear_probe_monitor_reports_the_probe_of_the_exported_encoder(tmp_path):
+    """--knn.linear true adds linear_top1(_init): the probe of training/linear_probe.py on the features the
+    kNN uses, so re-probing the export reproduces it (also when the last epoch was not a monitored one); and the
+    probe itself separates a separable set."""
+    import clzoo
+    from training.data import build_dataset
+    from clzoo.knn import knn_accuracy
+    from training.monitor import eval_view, extract_features, linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    centres = 4 * torch.randn(3, 8, generator=g)
+    y = torch.arange(300) % 3
+    x = centres[y] + torch.randn(300, 8, generator=g)
+    assert linear_probe(x[:200], y[:200], x[200:], y[200:])["linear_top1"] == 1.0
+    assert linear_probe(x[:200], y[:200], x[200:], (y[200:] + 1) % 3)["linear_top1"] == 0.0
+
+    # 3 epochs, monitored every 2: the results must still describe the final encoder, not epoch 2's
+    rc, out = run(tmp_path, "simclr", "--method", "simclr", "--epochs", "3", "--knn.every", "2",
+                  "--knn.linear", "true")
+    assert rc == 0
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert 0 <= results["linear_top1_init"] <= 1
+    model = clzoo.create_model(f"local-dir:{out}", pretrained=True)
+    bank, bank_labels = extract_features(model, eval_view(build_dataset("synthetic", "train", 32, 0, num_samples=128),
+                                                          32, "synthetic"), max_samples=128)
+    test, test_labels = extract_features(model, eval_view(build_dataset("synthetic", "test", 32, 0), 32, "synthetic"),
+                                         max_samples=64)
+    assert results["linear_top1"] == pytest.approx(linear_probe(bank, bank_labels, test, test_labels)["linear_top1"],
+                                                   abs=1e-9)
+    assert results["knn_top1"] == pytest.approx(knn_accuracy(bank, bank_labels, test, test_labels, k=20,
+                                                             temperature=0.07), abs=1e-9)
+
 def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     args = ["--method", "mocov2", "--max-steps", "6", "--save-every", "2", "--hparams.K", "64",
             "--bn-splits", "2", "--lr", "0.3"]
