@@ -175,7 +175,9 @@ def test_seed0_pin_short_run_ends_above_its_init(tmp_path, setting, method):
 # with these arguments and --seed 0 / 1 / 2, probe init -> trained (kNN init -> trained):
 # * cpcv2, 10 epochs (~300 s): 0.1485 -> 0.1630, 0.1425 -> 0.1665, 0.1465 -> 0.1560 (kNN 0.1320 -> 0.1245, 0.1285 ->
 #   0.1285, 0.1305 -> 0.1235): gain 0.0160, standard error 0.0043 (3 SE 0.0128). Pin: half of seed 0's; spread 0.23.
-# * cpc, 20 epochs (~400 s): CPC_V1_SEEDS. At 10 epochs: +0.0215 / +0.0145 / -0.0075 (0.1535 -> 0.1460): no claim.
+# * cpc, 20 epochs (~400 s): 0.1355 -> 0.1905, 0.1390 -> 0.1805, 0.1535 -> 0.1810 (kNN 0.1300 -> 0.1280, 0.1180 ->
+#   0.1330, 0.1195 -> 0.1230): gain 0.0413, standard error 0.0079 (3 SE 0.0238). Pin: about half of seed 0's;
+#   spread 0.71. At 10 epochs: +0.0215 / +0.0145 / -0.0075 (seed 2: 0.1535 -> 0.1460), no claim.
 CPC_COMMON = [*COMMON, *HALF_RESNET18, "--image-size", "24", "--batch-size", "64", "--epochs", "10",
               "--data-args.num_samples", "2500", "--knn.test_samples", "2000", "--knn.linear", "true",
               "--optimizer", "adamw", "--lr", "1e-3", "--min-lr", "0", "--weight-decay", "0", "--aug.preset", "cmc",
