@@ -76,7 +76,7 @@ DEFAULTS: dict = {
     "aug": {"preset": "simclr"},  # keyword arguments of data.transforms.build_views
     "hparams": {},              # keyword arguments of the method (methods/<method>.py)
     "knn": {"every": 1, "k": 20, "temperature": 0.07, "train_samples": 0, "test_samples": 0, "batch_size": 512,
-            "linear": False},  # linear: also a linear probe on the same features (monitor.linear_probe_accuracy)
+            "linear": False},  # linear: also a linear probe on the same features (monitor.linear_probe)
     "save_every": 500,          # optimizer steps between checkpoints (and one at the end)
     "log_every": 1,
 }

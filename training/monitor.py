@@ -56,20 +56,26 @@ def extract_features(backbone: torch.nn.Module, dataset, batch_size: int = 512, 
     return torch.cat(feats), torch.cat(labels)
 
 
-def knn_eval(backbone, train_set, test_set, k: int = 20, temperature: float = 0.07, train_samples: int = 0,
-             test_samples: int = 0, batch_size: int = 512, linear: bool = False, **kw):
-    """Top-1 accuracy of the weighted kNN classifier of the held-out split against the training split
-    (both `eval_view` datasets). `linear`: (kNN, linear-probe) accuracies of
-    the same features instead (the probe of `linear_probe`)."""
+def monitor_eval(backbone, train_set, test_set, k: int = 20, temperature: float = 0.07, train_samples: int = 0,
+                 test_samples: int = 0, batch_size: int = 512, linear: bool = False, **kw) -> dict:
+    """{"knn_top1": the weighted kNN top-1 of the held-out split against the training split (both `eval_view`
+    datasets)}, plus with `linear` {"linear_top1": `linear_probe` on the same features}."""
     bank, bank_labels = extract_features(backbone, train_set, batch_size, train_samples, **kw)
     test, test_labels = extract_features(backbone, test_set, batch_size, test_samples, **kw)
-    knn = knn_accuracy(bank, bank_labels, test, test_labels, k=k, temperature=temperature)
-    return (knn, linear_probe(bank, bank_labels, test, test_labels)["linear_top1"]) if linear else knn
+    accs = {"knn_top1": knn_accuracy(bank, bank_labels, test, test_labels, k=k, temperature=temperature)}
+    if linear:
+        accs["linear_top1"] = linear_probe(bank, bank_labels, test, test_labels)["linear_top1"]
+    return accs
+
+
+def knn_eval(backbone, train_set, test_set, **kw) -> float:
+    """The kNN top-1 of `monitor_eval`."""
+    return monitor_eval(backbone, train_set, test_set, **kw)["knn_top1"]
 
 
 # The linear probe (`--knn.linear true`, training/linear_probe.py): standardised features, a multinomial logistic
 # regression fitted full batch by L-BFGS, its L2 penalty chosen on a held-out fifth of the bank. CPC is judged
-# by a linear classifier on its pooled grid; its cosine kNN falls below init in every CPU-sized run (README).
+# by a linear classifier on its pooled grid; its cosine kNN shows no margin in the CPU-sized runs (README).
 def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, steps: int = 100) -> torch.nn.Linear:
     clf = torch.nn.Linear(x.shape[1], num_classes)
     torch.nn.init.zeros_(clf.weight), torch.nn.init.zeros_(clf.bias)  # a convex fit: no draw of the run's RNG

@@ -50,7 +50,7 @@ from training.modules.multicrop import use_dino_pos_interpolation
 from training.modules.optim import (build_optimizer, clip_gradients_per_param, cosine_schedule, scaled_lr,
                                     step_schedule)
 from training.modules.stochastic_depth import convert_drop_path, sample_keys
-from training.monitor import eval_data_config, eval_view, knn_eval
+from training.monitor import eval_data_config, eval_view, monitor_eval
 
 
 class NonFiniteLoss(RuntimeError):
@@ -388,12 +388,14 @@ def train(cfg: dict) -> dict:
             return {}
         t0, accs = time.time(), {}
         if accelerator.is_main_process:
-            acc = knn_eval(raw.backbone, bank_view, test_view, autocast=accelerator.autocast,
-                           channels_last=cfg["channels_last"], **knn_cfg)
-            accs = dict(zip(("knn_top1", "linear_top1"), acc)) if knn_cfg.get("linear") else {"knn_top1": acc}
+            accs = monitor_eval(raw.backbone, bank_view, test_view, autocast=accelerator.autocast,
+                                channels_last=cfg["channels_last"], **knn_cfg)
         accelerator.wait_for_everyone()
         knn_seconds[0] += time.time() - t0
         return accs
+
+    def describe(accs: dict) -> str:
+        return f"kNN top-1 {accs['knn_top1']:.4f}" + (f", linear probe {accs['linear_top1']:.4f}" if "linear_top1" in accs else "")
 
     results = dict(resume["results"]) if resume is not None else {}
     monitored_step = None  # the step of the last monitor run: the results must describe the final encoder
@@ -401,8 +403,7 @@ def train(cfg: dict) -> dict:
         accs = knn_monitor()
         results.update({f"{name}_init": acc for name, acc in accs.items()})
         if accs.get("knn_top1") is not None:
-            log(f"kNN top-1 of the initial (random-init) encoder: {accs['knn_top1']:.4f}"
-                + (f", linear probe {accs['linear_top1']:.4f}" if "linear_top1" in accs else ""))
+            log(f"initial (random-init) encoder: {describe(accs)}")
 
     log(f"{cfg['method']} on {cfg['model']} | {world} process(es) on {device} | global batch {N} "
         f"({A} micro-batch(es)) | {len(train_set)} images, {steps_per_epoch} steps/epoch, {total_steps} steps "
@@ -465,8 +466,7 @@ def train(cfg: dict) -> dict:
                     record.update(accs)
                     results.update(accs)
                     if accs.get("knn_top1") is not None:
-                        log(f"epoch {epoch}: kNN top-1 {accs['knn_top1']:.4f}"
-                            + (f", linear probe {accs['linear_top1']:.4f}" if "linear_top1" in accs else ""))
+                        log(f"epoch {epoch}: {describe(accs)}")
                 if step % cfg["log_every"] == 0 or "knn_top1" in record:
                     metrics.log(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}")

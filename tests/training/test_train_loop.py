@@ -48,14 +48,13 @@ def _final_state(out):
     return torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
 
 
-
 def test_linear_probe_monitor_reports_the_probe_of_the_exported_encoder(tmp_path):
     """--knn.linear true adds linear_top1(_init): the probe of training/linear_probe.py on the features the
     kNN uses, so re-probing the export reproduces it (also when the last epoch was not a monitored one); and the
     probe itself separates a separable set."""
     import clzoo
-    from training.data import build_dataset
     from clzoo.knn import knn_accuracy
+    from training.data import build_dataset
     from training.monitor import eval_view, extract_features, linear_probe
 
     g = torch.Generator().manual_seed(0)
@@ -80,6 +79,7 @@ def test_linear_probe_monitor_reports_the_probe_of_the_exported_encoder(tmp_path
                                                    abs=1e-9)
     assert results["knn_top1"] == pytest.approx(knn_accuracy(bank, bank_labels, test, test_labels, k=20,
                                                              temperature=0.07), abs=1e-9)
+
 
 def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     args = ["--method", "mocov2", "--max-steps", "6", "--save-every", "2", "--hparams.K", "64",
